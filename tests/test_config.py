@@ -1,0 +1,88 @@
+"""config.ini reading: typed values, secrets from env or command, errors that name the place."""
+
+from __future__ import annotations
+
+import pytest
+
+from animalid.config import load_config
+from animalid.errors import ConfigError
+from tests.conftest import ROOT
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "settings.ini"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_config_reads(tmp_path):
+    config = load_config(ROOT / "config.ini")
+    for section in ("client", "server", "smtp", "imap", "pop3", "classifier", "camera", "hub"):
+        assert config.has_section(section)
+    assert config.section("smtp").get_int("port") == 1587
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="absent.ini: config file not found"):
+        load_config(tmp_path / "absent.ini")
+
+
+def test_broken_ini_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="settings.ini: not a valid INI"):
+        load_config(write(tmp_path, "no section header here\n"))
+
+
+def test_missing_key_names_file_section_and_key(tmp_path):
+    section = load_config(write(tmp_path, "[smtp]\nport = 25\n")).section("smtp")
+    with pytest.raises(ConfigError, match=r"settings.ini: \[smtp\] host: missing"):
+        section.get("host")
+
+
+def test_missing_section_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"section \[imap\] is missing"):
+        load_config(write(tmp_path, "[smtp]\n")).section("imap")
+
+
+@pytest.mark.parametrize("text, getter, message", [
+    ("port = abc", lambda s: s.get_int("port"), "'abc' is not a whole number"),
+    ("port = 70000", lambda s: s.get_int("port", maximum=65535), "above the maximum"),
+    ("tls = maybe", lambda s: s.get_bool("tls"), "'maybe' is not yes/no"),
+    ("security = ssl3", lambda s: s.get_choice("security", ("tls", "starttls")), "not one of: tls, starttls"),
+])
+def test_invalid_values_are_explained(tmp_path, text, getter, message):
+    section = load_config(write(tmp_path, f"[smtp]\n{text}\n")).section("smtp")
+    with pytest.raises(ConfigError, match=message):
+        getter(section)
+
+
+def test_inline_comments_and_relative_paths(tmp_path):
+    section = load_config(write(tmp_path, "[smtp]\nca_file = certs/ca.pem ; the hub's CA\n")).section("smtp")
+    assert section.get_path("ca_file") == tmp_path / "certs" / "ca.pem"
+
+
+def test_secret_from_environment_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_SECRET", "from-env")
+    section = load_config(write(tmp_path, "[client]\npassword_env = TEST_SECRET\n"
+                                          "password_command = echo from-command\n")).section("client")
+    assert section.get_secret("password") == "from-env"
+
+
+def test_secret_from_command_runs_in_the_config_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("TEST_SECRET", raising=False)
+    (tmp_path / "secret.txt").write_text("s3cret\n")
+    section = load_config(write(tmp_path, "[client]\npassword_env = TEST_SECRET\n"
+                                          "password_command = cat secret.txt\n")).section("client")
+    assert section.get_secret("password") == "s3cret"
+
+
+def test_failing_secret_command_is_named_without_the_secret(tmp_path):
+    section = load_config(write(tmp_path, "[client]\npassword_command = cat missing.txt\n")).section("client")
+    with pytest.raises(ConfigError, match=r"\[client\] password_command: command exited 1"):
+        section.get_secret("password")
+
+
+def test_unset_variable_without_command_is_explained(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE_NOT_SET", raising=False)
+    section = load_config(write(tmp_path, "[client]\npassword_env = NOPE_NOT_SET\n")).section("client")
+    with pytest.raises(ConfigError, match="environment variable NOPE_NOT_SET is not set"):
+        section.get_secret("password")
