@@ -1,0 +1,249 @@
+"""From class probabilities to an answer people can trust, and its text form.
+
+``AnswerBuilder`` turns the network's probability vector into one answer of
+the output contract (see README, "Output contract"): it adds probabilities up
+the taxonomy and names the deepest rank that is confident enough ("a dog,
+93%, most likely an Alaskan Malamute, 26%"; "a big cat, genus Panthera"), says
+"no animal recognised" when the animal classes together hold little
+probability, and "Could not identify" when no rank reaches the minimum.
+
+``render_text`` and ``render_answers`` give the readable form used in email
+bodies and terminals. This module is plain Python: the mail client imports it
+without PyTorch or NumPy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .knowledge import RANKS, Entry, KnowledgeBase
+
+COULD_NOT_IDENTIFY = "Could not identify"
+NO_ANIMAL = "No animal recognised"
+CONTRACT_KEYS = ("file", "scientific_name", "common_name", "description", "habitat",
+                 "endangered", "dangerous", "poisonous", "venomous", "probability",
+                 "rank", "taxonomy", "alternatives")
+# A candidate this large a share of the claimed taxon decides the warning
+# flags: better to warn about a possible venomous snake than to miss it.
+FLAG_SHARE = 0.10
+
+
+@dataclass
+class AnswerRules:
+    """Thresholds from config.ini [classifier]; see README, "Accuracy"."""
+
+    rank_threshold: float = 0.5
+    min_confidence: float = 0.20
+    animal_threshold: float = 0.35
+    # Optional stricter or looser thresholds for single ranks.
+    rank_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def threshold(self, rank: str) -> float:
+        return max(self.rank_thresholds.get(rank, self.rank_threshold), self.min_confidence)
+
+
+class AnswerBuilder:
+    """Builds contract answers for one knowledge base and class list."""
+
+    def __init__(self, kb: KnowledgeBase, labels: Sequence[str], rules: AnswerRules,
+                 top_k: int = 3):
+        self.kb = kb
+        self.labels = list(labels)
+        self.rules = rules
+        self.top_k = top_k
+        self.animal_indices = [i for i in range(len(self.labels)) if i in kb]
+        self._lineages = {i: kb.entries[i].lineage() for i in self.animal_indices}
+
+    def build(self, file: str, probabilities: Sequence[float]) -> dict:
+        probs = [float(p) for p in probabilities]
+        alternatives = self._alternatives(probs)
+        animal_mass = sum(probs[i] for i in self.animal_indices)
+        if animal_mass < self.rules.animal_threshold:
+            return self._not_an_animal(file, probs, animal_mass, alternatives)
+        claim = self._deepest_confident_claim(probs)
+        if claim is None:
+            return self._could_not_identify(file, probs, alternatives)
+        rank, taxon, mass = claim
+        return self._claim_answer(file, probs, rank, taxon, mass, alternatives)
+
+    # -- deciding -----------------------------------------------------------
+
+    def _taxon_masses(self, probs: list[float]) -> dict[tuple[str, str], float]:
+        masses: dict[tuple[str, str], float] = {}
+        for index, lineage in self._lineages.items():
+            for node in lineage:
+                masses[node] = masses.get(node, 0.0) + probs[index]
+        return masses
+
+    def _deepest_confident_claim(self, probs: list[float]):
+        if not self.kb.has_taxonomy:
+            best = max(self.animal_indices, key=lambda i: probs[i])
+            if probs[best] >= self.rules.threshold("species"):
+                return "species", self.kb.entries[best].scientific_name, probs[best]
+            return None
+        masses = self._taxon_masses(probs)
+        for rank in reversed(RANKS):
+            candidates = [(mass, taxon) for (r, taxon), mass in masses.items() if r == rank]
+            if not candidates:
+                continue
+            mass, taxon = max(candidates)
+            if mass >= self.rules.threshold(rank):
+                return rank, taxon, mass
+        return None
+
+    def _members(self, rank: str, taxon: str) -> list[int]:
+        if not self.kb.has_taxonomy:
+            return [i for i in self.animal_indices if self.kb.entries[i].scientific_name == taxon]
+        return [i for i, lineage in self._lineages.items() if (rank, taxon) in lineage]
+
+    # -- answers ------------------------------------------------------------
+
+    def _claim_answer(self, file, probs, rank, taxon, mass, alternatives) -> dict:
+        members = sorted(self._members(rank, taxon), key=lambda i: probs[i], reverse=True)
+        top = self.kb.entries[members[0]]
+        flagged = [self.kb.entries[i] for i in members if probs[i] >= FLAG_SHARE * mass]
+        top_alone_is_sure = probs[top.index] >= self.rules.threshold("species")
+        if rank == "species" and (len(members) == 1 or top_alone_is_sure):
+            common_name = top.common_name
+        else:
+            common_name = self.kb.taxon_common_name(taxon)
+        answer = {
+            "file": file,
+            "scientific_name": taxon,
+            "common_name": common_name,
+            "description": top.description,
+            "habitat": top.habitat,
+            "endangered": top.endangered,
+            "dangerous": any(entry.dangerous for entry in flagged),
+            "poisonous": any(entry.poisonous for entry in flagged),
+            "venomous": any(entry.venomous for entry in flagged),
+            "probability": _percent(mass),
+            "rank": rank,
+            "taxonomy": _taxonomy_down_to(top, rank),
+            "alternatives": alternatives,
+        }
+        if common_name != top.common_name:
+            answer["most_likely"] = _summary(top, probs[top.index])
+        return answer
+
+    def _could_not_identify(self, file, probs, alternatives) -> dict:
+        best = max(range(len(probs)), key=lambda i: probs[i])
+        return self._abstention(file, COULD_NOT_IDENTIFY, probs[best], alternatives)
+
+    def _not_an_animal(self, file, probs, animal_mass, alternatives) -> dict:
+        others = [i for i in range(len(probs)) if i not in self.kb]
+        best = max(others, key=lambda i: probs[i]) if others else None
+        answer = self._abstention(file, NO_ANIMAL, 1.0 - animal_mass, alternatives)
+        if best is not None:
+            answer["looks_like"] = {"label": self.labels[best], "probability": _percent(probs[best])}
+        return answer
+
+    def _abstention(self, file, name, probability, alternatives) -> dict:
+        return {
+            "file": file, "scientific_name": "", "common_name": name, "description": "",
+            "habitat": "", "endangered": "", "dangerous": False, "poisonous": False,
+            "venomous": False, "probability": _percent(probability), "rank": "none",
+            "taxonomy": {rank: None for rank in RANKS}, "alternatives": alternatives,
+        }
+
+    def _alternatives(self, probs: list[float]) -> list[dict]:
+        ranked = sorted(range(len(probs)), key=lambda i: probs[i], reverse=True)[: self.top_k]
+        out = []
+        for index in ranked:
+            entry = self.kb.get(index)
+            if entry is not None:
+                out.append(_summary(entry, probs[index]))
+            else:
+                out.append({"common_name": self.labels[index], "scientific_name": "",
+                            "probability": _percent(probs[index])})
+        return out
+
+
+def _summary(entry: Entry, probability: float) -> dict:
+    return {"common_name": entry.common_name, "scientific_name": entry.scientific_name,
+            "probability": _percent(probability)}
+
+
+def _taxonomy_down_to(entry: Entry, rank: str) -> dict:
+    depth = RANKS.index(rank)
+    return {r: (entry.taxonomy.get(r) if i <= depth else None) for i, r in enumerate(RANKS)}
+
+
+def _percent(probability: float) -> float:
+    return round(100.0 * min(max(probability, 0.0), 1.0), 1)
+
+
+# -- text form ---------------------------------------------------------------
+
+def headline(answer: dict) -> str:
+    """One line: what it is and how sure, e.g. "Tiger (Panthera tigris), 87%"."""
+    if "error" in answer:
+        return f"error: {answer['error']}"
+    name, probability = answer.get("common_name", ""), answer.get("probability", 0)
+    rank = answer.get("rank", "none")
+    if rank == "none":
+        looks_like = answer.get("looks_like")
+        if looks_like:
+            return f"{name}; it looks like: {looks_like['label']} ({looks_like['probability']:g}%)"
+        return name
+    scientific = answer.get("scientific_name", "")
+    if rank == "species":
+        text = f"{_capital(name)} ({scientific}), {probability:g}%"
+    else:
+        text = f"{_capital(name)}: {rank} {scientific}, {probability:g}%"
+    most_likely = answer.get("most_likely")
+    if most_likely:
+        text += f", most likely {most_likely['common_name']} ({most_likely['probability']:g}%)"
+    return text
+
+
+def warnings_of(answer: dict) -> list[str]:
+    flags = [word.upper() for word in ("dangerous", "venomous", "poisonous") if answer.get(word)]
+    if answer.get("endangered") in ("Vulnerable", "Endangered", "Critically Endangered",
+                                     "Extinct in the Wild"):
+        flags.append(answer["endangered"].upper())
+    return flags
+
+
+def render_text(answer: dict) -> str:
+    """The readable, multi-line form of one answer."""
+    lines = [f"{answer.get('file', 'image')}: {headline(answer)}"]
+    if "error" in answer or answer.get("rank", "none") == "none":
+        lines += _alternative_lines(answer)
+        return "\n".join(lines)
+    taxonomy = [t for t in (answer.get("taxonomy") or {}).values() if t]
+    if taxonomy:
+        lines.append("  Taxonomy:     " + " > ".join(taxonomy))
+    flags = warnings_of(answer)
+    status = answer.get("endangered") or "unknown"
+    lines.append(f"  Conservation: {status}")
+    lines.append("  Warnings:     " + (", ".join(flags) if flags else "none known"))
+    if answer.get("habitat"):
+        lines.append(f"  Habitat:      {answer['habitat']}")
+    if answer.get("most_likely"):
+        lines.append(f"  Facts above and below are for the most likely animal, "
+                     f"{answer['most_likely']['common_name']}.")
+    if answer.get("description"):
+        lines.append(f"  About:        {answer['description']}")
+    lines += _alternative_lines(answer)
+    return "\n".join(lines)
+
+
+def _alternative_lines(answer: dict) -> list[str]:
+    alternatives = answer.get("alternatives") or []
+    if not alternatives:
+        return []
+    parts = []
+    for alt in alternatives:
+        scientific = f" ({alt['scientific_name']})" if alt.get("scientific_name") else ""
+        parts.append(f"{alt['common_name']}{scientific} {alt['probability']:g}%")
+    return ["  Alternatives: " + "; ".join(parts)]
+
+
+def render_answers(answers: Sequence[dict]) -> str:
+    return "\n\n".join(render_text(answer) for answer in answers)
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -1,0 +1,76 @@
+"""The roll-up rules on chosen probabilities, with the real knowledge base."""
+
+from __future__ import annotations
+
+import pytest
+
+from animalid.answer import AnswerBuilder, AnswerRules, headline, render_text
+from animalid.knowledge import load_knowledge_base
+from tests.conftest import ROOT
+
+RULES = AnswerRules(rank_threshold=0.5, min_confidence=0.2, animal_threshold=0.2,
+                    rank_thresholds={"species": 0.9, "genus": 0.8, "family": 0.55})
+
+
+@pytest.fixture(scope="module")
+def builder():
+    kb = load_knowledge_base(ROOT / "animal_image.json")
+    labels = [kb.entries[i].label if i in kb else f"object {i}" for i in range(1000)]
+    labels[620] = "laptop"
+    return AnswerBuilder(kb, labels, RULES, top_k=3)
+
+
+def index_of(builder, label: str) -> int:
+    return next(i for i, entry in builder.kb.entries.items() if entry.label == label)
+
+
+def probs(builder, **by_label) -> list[float]:
+    vector = [0.0] * 1000
+    for label, p in by_label.items():
+        index = 620 if label == "laptop" else index_of(builder, label.replace("_", " "))
+        vector[index] = p
+    rest = (1.0 - sum(vector)) / 1000
+    return [p + rest for p in vector]
+
+
+def test_a_confident_species_is_named(builder):
+    answer = builder.build("t.jpg", probs(builder, tiger=0.95))
+    assert (answer["rank"], answer["scientific_name"], answer["common_name"]) == \
+        ("species", "Panthera tigris", "Tiger")
+    assert "most_likely" not in answer
+    assert answer["dangerous"] and answer["endangered"] == "Endangered"
+
+
+def test_breeds_add_up_to_a_dog_with_the_most_likely_breed(builder):
+    answer = builder.build("d.jpg", probs(builder, malamute=0.40, Siberian_husky=0.30, Eskimo_dog=0.25))
+    assert (answer["rank"], answer["scientific_name"], answer["common_name"]) == \
+        ("species", "Canis lupus familiaris", "Dog")
+    assert answer["most_likely"]["common_name"] == "Alaskan Malamute"
+    assert headline(answer).startswith("Dog (Canis lupus familiaris), 95")
+
+
+def test_unsure_between_big_cats_answers_the_genus(builder):
+    answer = builder.build("c.jpg", probs(builder, lion=0.45, tiger=0.40))
+    assert (answer["rank"], answer["scientific_name"]) == ("genus", "Panthera")
+    assert answer["common_name"] == "Big cat"
+    assert answer["taxonomy"]["species"] is None and answer["taxonomy"]["genus"] == "Panthera"
+
+
+def test_a_venomous_candidate_raises_the_flag_even_if_not_the_top_one(builder):
+    answer = builder.build("s.jpg", probs(builder, king_snake=0.5, Indian_cobra=0.2, green_mamba=0.1))
+    assert answer["rank"] in ("family", "order")
+    assert answer["venomous"] is True
+
+
+def test_no_animal_says_what_it_looks_like(builder):
+    answer = builder.build("l.jpg", probs(builder, laptop=0.9))
+    assert answer["rank"] == "none" and answer["common_name"] == "No animal recognised"
+    assert answer["looks_like"]["label"] == "laptop"
+    assert "it looks like: laptop" in render_text(answer)
+
+
+def test_below_min_confidence_at_every_rank_could_not_identify(builder):
+    # Animal enough not to be "no animal", but split between two phyla.
+    answer = builder.build("x.jpg", probs(builder, tiger=0.15, scorpion=0.15, laptop=0.65))
+    assert answer["common_name"] == "Could not identify"
+    assert answer["rank"] == "none" and answer["alternatives"]
