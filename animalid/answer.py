@@ -215,15 +215,16 @@ def render_text(answer: dict) -> str:
     taxonomy = [t for t in (answer.get("taxonomy") or {}).values() if t]
     if taxonomy:
         lines.append("  Taxonomy:     " + " > ".join(taxonomy))
+    most_likely = answer.get("most_likely")
+    if most_likely:
+        lines.append(f"  Most likely:  {most_likely['common_name']} ({most_likely['scientific_name']}), "
+                     f"{most_likely['probability']:g}%; the facts below are about it")
     flags = warnings_of(answer)
     status = answer.get("endangered") or "unknown"
     lines.append(f"  Conservation: {status}")
     lines.append("  Warnings:     " + (", ".join(flags) if flags else "none known"))
     if answer.get("habitat"):
         lines.append(f"  Habitat:      {answer['habitat']}")
-    if answer.get("most_likely"):
-        lines.append(f"  Facts above and below are for the most likely animal, "
-                     f"{answer['most_likely']['common_name']}.")
     if answer.get("description"):
         lines.append(f"  About:        {answer['description']}")
     lines += _alternative_lines(answer)

@@ -1,0 +1,39 @@
+# make demo   install what is missing, then identify a photo through the local mail hub
+# make test   install what is missing, then run the test suite
+# make bench  print the speed and accuracy figures quoted in the README
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Dovecot for the local mail hub; Xvfb and xdotool drive the camera window in tests.
+APT_PACKAGES := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd xvfb xdotool
+STAMP  := $(VENV)/.installed
+PHOTO  ?= tests/photos/tiger.png
+
+.PHONY: install demo test bench clean-hub
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt
+	@command -v dovecot >/dev/null && command -v Xvfb >/dev/null && command -v xdotool >/dev/null || \
+	  ( $(SUDO) apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) )
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -r requirements/no-deps.txt
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m animalid.demo $(PHOTO)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/classifier_speed.py
+	$(PY) benchmarks/roundtrip.py
+
+clean-hub:
+	rm -rf .mailhub
