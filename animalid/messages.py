@@ -1,0 +1,418 @@
+"""The mail formats of the project: requests, replies, and reading what arrives.
+
+Follows RFC 5322 (message format: Message-ID, Date, In-Reply-To, References),
+RFC 2045-2049 (MIME: multipart messages, base64 attachments, RFC 2231 file
+names), RFC 2183 (Content-Disposition) and RFC 3834 (automatic responses:
+``Auto-Submitted: auto-replied`` on every reply, and no reply to automatic
+mail, bounces, mailing lists or our own mail). RFC 3462/6522 multipart/report
+marks delivery reports.
+
+* A **request** carries the photos as attachments, a ``Message-ID``, a
+  ``Date``, the subject "Animal photo YYYY-MM-DD HH:MM:SS" and
+  ``X-Animalid: request``.
+* A **reply** points at its request with ``In-Reply-To`` and ``References``,
+  has a readable text/plain body and the contract answers as an
+  application/json part (a list, one object per image, in input order).
+* ``parse_incoming`` reads any mail the server receives, including a
+  person's ordinary mail from a phone: every image part in order, within the
+  limits of config.ini [server], with names that are safe to display (they
+  are never used as paths).
+
+Headers are only ever set through the email package, which refuses CR/LF in
+values; anything copied from an incoming message is stripped of control
+characters first, so header injection is impossible.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import json
+import logging
+import mimetypes
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage, Message
+from typing import Sequence
+
+from .answer import render_answers
+from .config import Config
+from .transport import looks_like_address
+
+log = logging.getLogger(__name__)
+
+REQUEST_MARK = "request"
+REPLY_MARK = "reply"
+MARK_HEADER = "X-Animalid"
+ANSWERS_FILENAME = "answers.json"
+IMAGE_EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".png": "png",
+                    ".gif": "gif", ".bmp": "bmp", ".webp": "webp", ".tif": "tiff",
+                    ".tiff": "tiff", ".heic": "heic", ".heif": "heif"}
+# Kinds of incoming mail.
+REQUEST = "request"
+AUTO_SUBMITTED = "auto-submitted"
+BOUNCE = "bounce"
+MAILING_LIST = "mailing-list"
+OWN_MAIL = "own-mail"
+NO_SENDER = "no-sender"
+MAX_NAME_CHARS = 100
+MAX_SUBJECT_CHARS = 200
+MAX_REFERENCES = 10
+MAX_ANSWERS_JSON_BYTES = 2_000_000
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@dataclass
+class Limits:
+    """What one request may carry (config.ini [server])."""
+
+    max_message_bytes: int = 25_000_000
+    max_parts: int = 50
+    max_images: int = 10
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Limits":
+        section = config.section("server")
+        return cls(max_message_bytes=section.get_int("max_message_bytes", 25_000_000, 1000),
+                   max_parts=section.get_int("max_parts", 50, 1),
+                   max_images=section.get_int("max_images", 10, 1))
+
+
+@dataclass
+class ImagePart:
+    """One image found in a message; ``refusal`` says why it will not be classified."""
+
+    name: str
+    content_type: str
+    data: bytes
+    refusal: str | None = None
+
+
+@dataclass
+class Incoming:
+    """What the server needs to know about one received message."""
+
+    message_id: str  # "<...>", or "" when the message has none usable
+    sender: str  # bare lower-case address from From, or ""
+    subject: str
+    references: list[str]
+    kind: str  # REQUEST or the reason to ignore it
+    reason: str  # a few words for the log when kind is not REQUEST
+    images: list[ImagePart] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # e.g. parts over the limit
+
+    @property
+    def is_request(self) -> bool:
+        return self.kind == REQUEST
+
+
+@dataclass
+class Reply:
+    """A reply as the client reads it."""
+
+    in_reply_to: list[str]
+    references: list[str]
+    answers: list[dict] | None  # None when the JSON part is missing or unreadable
+    text: str
+    from_animalid: bool
+
+
+# -- small helpers ----------------------------------------------------------
+
+def clean_text(value: object, limit: int = MAX_SUBJECT_CHARS) -> str:
+    """One line of printable text: control characters (CR, LF ...) become spaces."""
+    text = _CONTROL.sub(" ", str(value or ""))
+    return " ".join(text.split())[:limit]
+
+
+def safe_name(raw: str | None, index: int, content_type: str) -> str:
+    """A display name for an attachment: no folders, no control characters, bounded.
+
+    It is shown to people and put into answers, never used as a path.
+    """
+    name = unicodedata.normalize("NFC", clean_text(raw or "", 1000))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    if not name:
+        subtype = content_type.partition("/")[2] or "bin"
+        extension = {"jpeg": "jpg", "octet-stream": "bin"}.get(subtype, subtype)
+        name = f"image-{index}.{re.sub(r'[^a-z0-9]', '', extension.lower())[:5] or 'bin'}"
+    if len(name) > MAX_NAME_CHARS:
+        stem, dot, extension = name.rpartition(".")
+        extension = extension[:10] if dot else ""
+        name = (stem or name)[:MAX_NAME_CHARS - len(extension) - 1] + (f".{extension}" if extension else "")
+    return name
+
+
+def message_ids(value: object) -> list[str]:
+    """Every <id@host> in a header value, in order."""
+    return _MESSAGE_ID.findall(str(value or ""))
+
+
+def bare_address(value: object) -> str:
+    """The lower-case address of a From-like header, or "" if there is none usable."""
+    _, address = email.utils.parseaddr(clean_text(value, 1000))
+    address = address.strip().lower()
+    return address if looks_like_address(address) else ""
+
+
+def image_type_of(data: bytes, filename: str = "") -> str:
+    """The image/* type from the magic bytes, else from the name, else octet-stream."""
+    head = data[:16]
+    signatures = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
+                  (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp"),
+                  (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+    for magic, content_type in signatures:
+        if head.startswith(magic):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    guessed, _ = mimetypes.guess_type(filename or "")
+    if guessed and guessed.startswith("image/"):
+        return guessed
+    return "application/octet-stream"
+
+
+def parse_bytes(raw: bytes) -> EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def _header(message: Message, name: str) -> str:
+    """A header as text; a header the parser cannot make sense of reads as its raw form."""
+    try:
+        value = message.get(name)
+    except Exception:  # the header parser has had bugs on hostile input
+        value = message.get_all(name, failobj=[""])
+        value = value[0] if value else ""
+    return "" if value is None else str(value)
+
+
+# -- building ---------------------------------------------------------------
+
+def build_request(sender: str, recipient: str, images: Sequence[tuple[str, bytes]],
+                  now: datetime | None = None) -> EmailMessage:
+    """A request mail with the photos attached, in order."""
+    now = (now or datetime.now()).astimezone()
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = f"Animal photo {now:%Y-%m-%d %H:%M:%S}"
+    message["Date"] = email.utils.format_datetime(now)
+    message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
+    message[MARK_HEADER] = REQUEST_MARK
+    count = len(images)
+    message.set_content(f"Please identify the animal in the attached photo{'s' if count != 1 else ''}.\n"
+                        "Sent by animalid client.py; the answer comes back by mail.\n")
+    for index, (name, data) in enumerate(images, 1):
+        content_type = image_type_of(data, name)
+        maintype, _, subtype = content_type.partition("/")
+        message.add_attachment(bytes(data), maintype=maintype, subtype=subtype,
+                               filename=safe_name(name, index, content_type))
+    return message
+
+
+def build_reply(request: Incoming, sender: str, answers: list[dict], note: str = "",
+                now: datetime | None = None) -> EmailMessage:
+    """The answer to ``request``: readable text plus the contract JSON."""
+    now = (now or datetime.now()).astimezone()
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = sender
+    message["To"] = request.sender
+    subject = clean_text(request.subject) or "Animal photo"
+    message["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
+    message["Date"] = email.utils.format_datetime(now)
+    message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
+    if request.message_id:
+        message["In-Reply-To"] = request.message_id
+        chain = (request.references + [request.message_id])[-MAX_REFERENCES:]
+        message["References"] = " ".join(chain)
+    # RFC 3834 section 5: mark the reply so that other responders stay quiet.
+    message["Auto-Submitted"] = "auto-replied"
+    message[MARK_HEADER] = REPLY_MARK
+    body = render_answers(answers) if answers else "No image was found in your message."
+    if note:
+        body = f"{note}\n\n{body}"
+    message.set_content(body + "\n")
+    payload = json.dumps(answers, ensure_ascii=False, indent=1).encode("utf-8")
+    message.add_attachment(payload, maintype="application", subtype="json",
+                           filename=ANSWERS_FILENAME)
+    return message
+
+
+def error_answers(request: Incoming, reason: str) -> list[dict]:
+    """One contract error object per image (or one for the message) saying ``reason``."""
+    if not request.images:
+        return [{"file": "(message)", "error": reason}]
+    return [{"file": image.name, "error": reason} for image in request.images]
+
+
+def _domain_of(address: str) -> str:
+    domain = address.rpartition("@")[2]
+    return re.sub(r"[^A-Za-z0-9.-]", "", domain) or "localhost"
+
+
+# -- reading what the server receives ---------------------------------------
+
+def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits) -> Incoming:
+    """Read one received message: its kind (request or why to ignore it) and its images."""
+    message = parse_bytes(raw)
+    incoming = Incoming(
+        message_id=_first_id(_header(message, "Message-ID")),
+        sender=bare_address(_header(message, "From")),
+        subject=clean_text(_header(message, "Subject")),
+        references=message_ids(_header(message, "References"))[-MAX_REFERENCES:],
+        kind=REQUEST, reason="",
+    )
+    kind, reason = classify_kind(message, incoming.sender, own_addresses)
+    incoming.kind, incoming.reason = kind, reason
+    if kind == REQUEST:
+        if len(raw) > limits.max_message_bytes:
+            incoming.problems.append(too_large_text(len(raw), limits.max_message_bytes))
+        else:
+            incoming.images, problems = extract_images(message, limits)
+            incoming.problems.extend(problems)
+    return incoming
+
+
+def parse_headers_only(raw_headers: bytes, own_addresses: Sequence[str], size: int,
+                       limits: Limits) -> Incoming:
+    """An over-size message read from its headers: its kind, and the size problem."""
+    incoming = parse_incoming(raw_headers, own_addresses, limits)
+    incoming.images = []
+    incoming.problems = [too_large_text(size, limits.max_message_bytes)]
+    return incoming
+
+
+def too_large_text(size: int, limit: int) -> str:
+    return (f"the message is too large ({size / 1e6:.1f} MB; the limit is "
+            f"{limit / 1e6:.1f} MB): send fewer or smaller photos")
+
+
+def classify_kind(message: Message, sender: str, own_addresses: Sequence[str]) -> tuple[str, str]:
+    """REQUEST, or the kind of mail that must not be answered (RFC 3834 section 2)."""
+    own = {address.lower() for address in own_addresses}
+    if not sender:
+        return NO_SENDER, "no usable From address"
+    if sender in own:
+        return OWN_MAIL, "our own mail"
+    return_path = _header(message, "Return-Path").strip()
+    local_part = sender.partition("@")[0]
+    if return_path == "<>" or local_part in ("mailer-daemon", "postmaster"):
+        return BOUNCE, "delivery report (null return path or MAILER-DAEMON)"
+    if message.get_content_type() == "multipart/report":
+        return BOUNCE, "delivery report (multipart/report)"
+    auto = _header(message, "Auto-Submitted").strip().lower()
+    if auto and auto.split(";")[0].strip() != "no":
+        return AUTO_SUBMITTED, f"Auto-Submitted: {clean_text(auto, 40)}"
+    precedence = _header(message, "Precedence").strip().lower()
+    if precedence in ("bulk", "list", "junk"):
+        return MAILING_LIST, f"Precedence: {precedence}"
+    if _header(message, "List-Id") or _header(message, "List-Unsubscribe"):
+        return MAILING_LIST, "mailing list (List-Id)"
+    return REQUEST, ""
+
+
+def extract_images(message: Message, limits: Limits) -> tuple[list[ImagePart], list[str]]:
+    """Every image part in document order, attached or inline, within the limits."""
+    images: list[ImagePart] = []
+    problems: list[str] = []
+    for count, part in enumerate(message.walk(), 1):
+        if count > limits.max_parts:
+            problems.append(f"the message has more than {limits.max_parts} MIME parts; "
+                            "the rest was not read")
+            break
+        if part.is_multipart():
+            continue
+        content_type, filename = _image_part_type(part)
+        if content_type is None:
+            continue
+        data = _payload(part)
+        index = len(images) + 1
+        name = safe_name(filename, index, content_type)
+        refusal = None
+        if len(images) >= limits.max_images:
+            refusal = f"over the limit of {limits.max_images} images per message"
+        elif not data:
+            refusal = "empty attachment"
+        images.append(ImagePart(name=name, content_type=content_type, data=data, refusal=refusal))
+    return images, problems
+
+
+def _image_part_type(part: Message) -> tuple[str | None, str | None]:
+    content_type = part.get_content_type()
+    try:
+        filename = part.get_filename()
+    except Exception:
+        filename = None
+    if content_type.startswith("image/"):
+        return content_type, filename
+    extension = "." + (filename or "").rpartition(".")[2].lower() if filename and "." in filename else ""
+    if content_type in ("application/octet-stream", "application/x-octet-stream") \
+            and extension in IMAGE_EXTENSIONS:
+        return f"image/{IMAGE_EXTENSIONS[extension]}", filename
+    return None, None
+
+
+def _payload(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        return b""
+    return data if isinstance(data, bytes) else b""
+
+
+def _first_id(value: str) -> str:
+    found = message_ids(value)
+    return found[0] if found else ""
+
+
+# -- reading replies on the client -----------------------------------------
+
+def parse_reply(raw: bytes) -> Reply:
+    """The ids a reply answers, and its contract answers (JSON part)."""
+    message = parse_bytes(raw)
+    answers = None
+    text = ""
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        content_type = part.get_content_type()
+        try:
+            filename = part.get_filename() or ""
+        except Exception:
+            filename = ""
+        if answers is None and (content_type == "application/json" or filename.endswith(".json")):
+            answers = _answers_from_json(_payload(part))
+        elif not text and content_type == "text/plain" and not part.is_attachment():
+            try:
+                text = part.get_content()
+            except Exception:
+                text = _payload(part).decode("utf-8", "replace")
+    return Reply(in_reply_to=message_ids(_header(message, "In-Reply-To")),
+                 references=message_ids(_header(message, "References")),
+                 answers=answers, text=str(text),
+                 from_animalid=_header(message, MARK_HEADER).strip().lower() == REPLY_MARK)
+
+
+def reply_headers_match(raw_headers: bytes, outstanding: set[str] | dict) -> str | None:
+    """Which outstanding request id this (header-only) message replies to, if any."""
+    message = parse_bytes(raw_headers)
+    for message_id in message_ids(_header(message, "In-Reply-To")):
+        if message_id in outstanding:
+            return message_id
+    return None
+
+
+def _answers_from_json(data: bytes) -> list[dict] | None:
+    if not data or len(data) > MAX_ANSWERS_JSON_BYTES:
+        return None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return value
+    return None

@@ -1,0 +1,535 @@
+"""The server loop behind server.py: watch a mailbox, classify photos, answer by mail.
+
+For every new message, in this order: skip what the ledger already finished
+(found by mailbox key *and* RFC 5322 Message-ID, since Gmail's POP3 shows mail
+again), ignore what RFC 3834 says must not be answered (automatic mail,
+bounces, mailing lists, our own mail), refuse senders that are not allowed or
+over their hourly rate, classify the images of all waiting requests in one
+batch, then SEND the reply (RFC 5321 submission, see transport.py), RECORD it
+answered (ledger.py, synced to disk) and only then DELETE or MOVE the request
+(RFC 1939 DELE / RFC 6851 MOVE, see mailbox.py). A crash at any point thus
+loses nothing; at worst a reply is sent twice, which the client ignores.
+
+A message whose handling fails ``max_attempts`` times (counted before each
+try, so crashes count) is set aside -- moved to the failed folder on IMAP,
+recorded on POP3 -- and its sender is told. Transient trouble (a mail server
+down) is retried with capped exponential backoff and does not count as an
+attempt. One server per mailbox: a lock file (fcntl.flock) beside the state
+file. Each handled message gives one log line: id, sender, action, reason.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Config
+from .errors import AnimalIdError, PermanentError, TransientError
+from .ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
+from .mailbox import Mailbox, MailRef, TooLarge, open_mailbox
+from .messages import (Incoming, Limits, build_reply, clean_text, error_answers,
+                       parse_headers_only, parse_incoming)
+from .transport import (Account, MessageRejected, SmtpSender, backoff_delay, looks_like_address,
+                        send_with_retry)
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 3600.0
+# Per pass: bounded memory, and answers start flowing during a long burst.
+MAX_MESSAGES_PER_PASS = 64
+MAX_BYTES_PER_PASS = 200_000_000
+WAIT_SLICE_S = 0.5  # how often a waiting server looks at its stop flag
+SEND_ATTEMPTS = 3
+
+
+# -- settings ---------------------------------------------------------------
+
+class AllowedSenders:
+    """Who gets answers: exact addresses and @domain entries ("hub" expands to its clients)."""
+
+    def __init__(self, entries: list[str]):
+        self.addresses = {e.lower() for e in entries if not e.startswith("@")}
+        self.domains = {e[1:].lower() for e in entries if e.startswith("@")}
+
+    @classmethod
+    def from_config(cls, config: Config) -> "AllowedSenders":
+        section = config.section("server")
+        entries: list[str] = []
+        for entry in section.get_list("allowed_senders"):
+            if entry.lower() == "hub":
+                hub = config.section("hub")
+                domain = hub.get("domain")
+                entries += [f"{name}@{domain}" for name in hub.get_list("clients")]
+            elif entry.startswith("@") and "." in entry or looks_like_address(entry):
+                entries.append(entry)
+            else:
+                raise section.error("allowed_senders", f"{entry!r} is neither an address, "
+                                                       "an @domain nor \"hub\"")
+        return cls(entries)
+
+    def allows(self, address: str) -> bool:
+        address = address.lower()
+        return address in self.addresses or address.rpartition("@")[2] in self.domains
+
+    def __repr__(self) -> str:
+        return f"AllowedSenders({sorted(self.addresses)} + {sorted('@' + d for d in self.domains)})"
+
+
+@dataclass
+class ServerSettings:
+    address: str
+    receive: str
+    state_file: Path
+    max_attempts: int
+    rate_limit_per_hour: int
+    failed_folder: str
+    answered_folder: str
+    retry_max_delay: float
+    limits: Limits
+    allowed: AllowedSenders
+
+    @classmethod
+    def from_config(cls, config: Config, receive: str | None = None) -> "ServerSettings":
+        section = config.section("server")
+        return cls(
+            address=Account.from_config(config, "server").address,
+            receive=receive or section.get_choice("receive", ("imap", "pop3"), "imap"),
+            state_file=section.get_path("state_file", ".mailhub/server-state.sqlite"),
+            max_attempts=section.get_int("max_attempts", 3, 1, 100),
+            rate_limit_per_hour=section.get_int("rate_limit_per_hour", 120, 0),
+            failed_folder=section.get("failed_folder", "Failed"),
+            answered_folder=section.get("answered_folder", ""),
+            retry_max_delay=section.get_float("retry_max_delay", 300.0, 0.1, 86400.0),
+            limits=Limits.from_config(config),
+            allowed=AllowedSenders.from_config(config),
+        )
+
+
+@dataclass
+class Job:
+    """One request being answered in this pass."""
+
+    ref: MailRef
+    incoming: Incoming
+    attempts: int
+    answers: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class PassStats:
+    answered: int = 0
+    ignored: int = 0
+    refused: int = 0
+    set_aside: int = 0
+    more_waiting: bool = False
+
+
+# -- the lock ---------------------------------------------------------------
+
+class MailboxLock:
+    """An exclusive flock beside the state file: one server per mailbox."""
+
+    def __init__(self, state_file: Path):
+        self.path = Path(str(state_file) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise PermanentError(f"another server (pid {other}) is already watching this "
+                                 f"mailbox (lock {self.path})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
+# -- the server -------------------------------------------------------------
+
+class Server:
+    """Answers every allowed request in one mailbox; see the module docstring."""
+
+    def __init__(self, config: Config, classifier=None, receive: str | None = None):
+        self.config = config
+        self.settings = ServerSettings.from_config(config, receive)
+        self._classifier = classifier
+        self.mailbox: Mailbox = open_mailbox(config, "server", self.settings.receive)
+        self.sender = SmtpSender.from_config(config, "server")
+        self.ledger: Ledger | None = None
+        self._lock = MailboxLock(self.settings.state_file)
+        self.stop_event = threading.Event()
+        self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
+        self.handled = 0
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def open(self) -> "Server":
+        self._lock.acquire()
+        try:
+            self.ledger = Ledger(self.settings.state_file)
+            self.ledger.prune()
+            # A wrong password or an unreachable server shows now, in seconds,
+            # not after the model has loaded.
+            self.mailbox.verify_login()
+            self.sender.verify_login()
+            self.classifier  # load the model before the first mail, not during it
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for closer in (self.mailbox.close, self.sender.close):
+            try:
+                closer()
+            except AnimalIdError as exc:
+                log.debug("while closing: %s", exc)
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+        self._lock.release()
+
+    def __enter__(self) -> "Server":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def classifier(self):
+        if self._classifier is None:
+            started = time.monotonic()
+            self._classifier = load_classifier(self.config)
+            log.info("classifier loaded in %.1f s", time.monotonic() - started)
+        return self._classifier
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self, once: bool = False) -> None:
+        """Serve until stop() (or, with ``once``, until what is waiting is handled)."""
+        if self.ledger is None:
+            self.open()
+        log.info("watching %s for %s by %s", self.mailbox.endpoint.where, self.settings.address,
+                 self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling"))
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                stats = self.handle_waiting()
+                failures = 0
+                if stats.more_waiting:
+                    continue
+                if once:
+                    return
+                self._wait_for_mail()
+            except TransientError as exc:
+                # A dropped connection or a server restarting: reconnect with
+                # capped backoff (the mailbox reopens on its next call).
+                failures += 1
+                if once and failures >= SEND_ATTEMPTS:
+                    raise
+                delay = backoff_delay(failures, 1.0, self.settings.retry_max_delay)
+                log.warning("%s; trying again in %.0f s", exc, delay)
+                self.stop_event.wait(delay)
+
+    def _wait_for_mail(self) -> None:
+        while not self.stop_event.is_set():
+            if self.mailbox.wait(WAIT_SLICE_S):
+                return
+
+    # -- one pass -----------------------------------------------------------
+
+    def handle_waiting(self) -> PassStats:
+        """Handle everything in the mailbox now; returns what was done."""
+        stats = PassStats()
+        try:
+            refs = self.mailbox.list()
+            new_refs = self._skip_finished(refs)
+            batch = self._take_batch(self.mailbox.with_sizes(new_refs[:MAX_MESSAGES_PER_PASS]),
+                                     self.settings.limits.max_message_bytes)
+            stats.more_waiting = len(batch) < len(new_refs)
+            if batch:
+                self._handle_batch(batch, stats)
+                self.mailbox.expect_more()  # look again at once: bursts come in bunches
+        finally:
+            self._end_pass_quietly()
+        return stats
+
+    def _end_pass_quietly(self) -> None:
+        try:
+            self.mailbox.end_pass()
+        except TransientError as exc:
+            # POP3 QUIT failed: deletions were not applied; the ledger knows
+            # those messages are answered and removes them next time.
+            log.warning("ending the pass: %s", exc)
+
+    def _skip_finished(self, refs: list[MailRef]) -> list[MailRef]:
+        finished = self.ledger.known_final_keys([ref.key for ref in refs])
+        # Answered before a crash (or a failed POP3 QUIT) but still there: remove now.
+        leftovers = [ref for ref in refs if ref.key in finished and finished[ref.key].state == ANSWERED]
+        if leftovers:
+            log.info("removing %d request(s) answered earlier", len(leftovers))
+            self._remove_answered(leftovers)
+        return [ref for ref in refs if ref.key not in finished]
+
+    @staticmethod
+    def _take_batch(refs: list[MailRef], max_message_bytes: int) -> list[MailRef]:
+        """The first messages that fit the per-pass budget (always at least one)."""
+        batch, total = [], 0
+        for ref in refs[:MAX_MESSAGES_PER_PASS]:
+            size = ref.size or 0
+            total += size if size <= max_message_bytes else 0  # too large: not downloaded
+            if batch and total > MAX_BYTES_PER_PASS:
+                break
+            batch.append(ref)
+        return batch
+
+    def _handle_batch(self, refs: list[MailRef], stats: PassStats) -> None:
+        # Counted before any work: a message that crashes the server counts too.
+        attempts = self.ledger.begin_attempts([ref.key for ref in refs])
+        try:
+            self._work_on(refs, attempts, stats)
+        except TransientError:
+            # The mail servers failed, not the messages: those tries do not count.
+            # (Finished messages are no longer "seen" and keep their state.)
+            self.ledger.release_attempts([ref.key for ref in refs])
+            raise
+
+    def _work_on(self, refs: list[MailRef], attempts: dict[str, int], stats: PassStats) -> None:
+        contents = self.mailbox.fetch(refs, self.settings.limits.max_message_bytes)
+        too_large = [ref for ref in refs if isinstance(contents.get(ref.key), TooLarge)]
+        headers = self.mailbox.fetch_headers(too_large) if too_large else {}
+        jobs: list[Job] = []
+        done: list[MailRef] = []
+        for ref in refs:
+            content = contents.get(ref.key)
+            if content is None and ref.key not in headers:
+                continue  # removed by someone else meanwhile
+            incoming = self._read(ref, content, headers.get(ref.key))
+            if incoming is None:
+                if attempts[ref.key] > self.settings.max_attempts:
+                    self._set_aside_unreadable(ref)
+                    stats.set_aside += 1
+                continue
+            job = Job(ref, incoming, attempts[ref.key])
+            verdict = self._triage(job, stats)
+            if verdict == "work":
+                jobs.append(job)
+            elif verdict == "remove":
+                done.append(ref)
+        if jobs:
+            self._classify(jobs)
+            done += self._answer(jobs, stats)
+        if done:
+            self._remove_answered(done)
+
+    def _read(self, ref: MailRef, content, header_bytes) -> Incoming | None:
+        own = [self.settings.address]
+        try:
+            if isinstance(content, TooLarge):
+                return parse_headers_only(header_bytes or b"", own, content.size, self.settings.limits)
+            return parse_incoming(content, own, self.settings.limits)
+        except Exception as exc:  # the email package on hostile input: count as a failed try
+            log.warning("%s: cannot parse the message (%s: %s)", ref.key, type(exc).__name__,
+                        clean_text(exc))
+            return None
+
+    def _triage(self, job: Job, stats: PassStats) -> str:
+        """Decide: "work" (classify and answer), "remove" (finished) or "keep" (leave it)."""
+        ref, incoming = job.ref, job.incoming
+        ledger, settings = self.ledger, self.settings
+        message_id, sender = incoming.message_id, incoming.sender
+        earlier = ledger.final_by_message_id(message_id)
+        if earlier is not None and earlier.key != ref.key:
+            # The same mail under a new key: Gmail POP3, or a new UIDVALIDITY.
+            reason = f"already {earlier.state.replace('_', ' ')} as {earlier.key}"
+            self._finish(earlier.state, job, reason)
+            return "remove" if earlier.state == ANSWERED else "keep"
+        if not incoming.is_request:
+            self._log(job, "ignored", incoming.reason)
+            ledger.mark_ignored(ref.key, message_id, sender, incoming.reason)
+            stats.ignored += 1
+            return "keep"
+        if not settings.allowed.allows(sender):
+            self._log(job, "refused", "sender not allowed")
+            ledger.mark_ignored(ref.key, message_id, sender, "sender not allowed")
+            stats.refused += 1
+            return "keep"
+        if settings.rate_limit_per_hour and \
+                ledger.count_events(sender, RATE_WINDOW_S) >= settings.rate_limit_per_hour:
+            self._refuse_over_rate(job)
+            stats.refused += 1
+            return "remove"
+        if job.attempts > settings.max_attempts:
+            self._set_aside(job, f"failed {job.attempts - 1} times", tell_sender=True)
+            stats.set_aside += 1
+            return "set-aside"
+        ledger.note_event(sender)
+        return "work"
+
+    def _refuse_over_rate(self, job: Job) -> None:
+        limit = self.settings.rate_limit_per_hour
+        reason = f"rate limit: more than {limit} requests in an hour"
+        last_notice = self.ledger.last_event(job.incoming.sender, "rate-notice")
+        if last_notice is None or time.time() - last_notice > RATE_WINDOW_S:
+            self.ledger.note_event(job.incoming.sender, "rate-notice")
+            text = (f"You have sent more than {limit} requests in the last hour; "
+                    "this one was not processed. Please try again later.")
+            self._send_notice(job, error_answers(job.incoming, text))
+        self._log(job, "refused", reason)
+        self.ledger.mark_ignored(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+
+    def _set_aside(self, job: Job, reason: str, tell_sender: bool) -> None:
+        if tell_sender:
+            text = (f"Your message could not be processed ({reason}); it was set aside "
+                    "for the operator to look at.")
+            self._send_notice(job, error_answers(job.incoming, text))
+        try:
+            self.mailbox.set_aside([job.ref], self.settings.failed_folder)
+        except TransientError as exc:
+            log.warning("%s: could not move to %s: %s", job.ref.key, self.settings.failed_folder, exc)
+        self.ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._log(job, "set-aside", reason)
+
+    def _set_aside_unreadable(self, ref: MailRef) -> None:
+        reason = "the message cannot be parsed"
+        try:
+            self.mailbox.set_aside([ref], self.settings.failed_folder)
+        except TransientError as exc:
+            log.warning("%s: could not move to %s: %s", ref.key, self.settings.failed_folder, exc)
+        self.ledger.mark_set_aside(ref.key, reason=reason)
+        log.info("%s from (unknown): set-aside (%s)", ref.key, reason)
+
+    def _send_notice(self, job: Job, answers: list[dict]) -> None:
+        try:
+            self._send(build_reply(job.incoming, self.settings.address, answers))
+        except MessageRejected as exc:
+            log.warning("%s: could not tell %s: %s", job.incoming.message_id or job.ref.key,
+                        job.incoming.sender, exc)
+
+    def _finish(self, state: str, job: Job, reason: str) -> None:
+        mark = {ANSWERED: self.ledger.mark_answered, SET_ASIDE: self.ledger.mark_set_aside,
+                IGNORED: self.ledger.mark_ignored}[state]
+        mark(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._log(job, "ignored", reason)
+
+    # -- classify and answer ------------------------------------------------
+
+    def _classify(self, jobs: list[Job]) -> None:
+        """All images of all first-try jobs in one classify() call; retried ones alone.
+
+        A message that failed before may be the one that brings the server
+        down, so it is kept out of the shared batch.
+        """
+        first_tries = [job for job in jobs if job.attempts <= 1]
+        retries = [job for job in jobs if job.attempts > 1]
+        groups = ([first_tries] if first_tries else []) + [[job] for job in retries]
+        for group in groups:
+            try:
+                self._classify_group(group)
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
+                if len(group) == 1:
+                    job = group[0]
+                    log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
+                              type(exc).__name__, clean_text(exc))
+                    job.answers = None
+                else:  # find the culprit: the others still get their answers
+                    for job in group:
+                        self._classify_one_safely(job)
+
+    def _classify_one_safely(self, job: Job) -> None:
+        try:
+            self._classify_group([job])
+        except Exception as exc:  # noqa: BLE001
+            log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
+                      type(exc).__name__, clean_text(exc))
+            job.answers = None
+
+    def _classify_group(self, jobs: list[Job]) -> None:
+        items, owners = [], []
+        for job in jobs:
+            for position, image in enumerate(job.incoming.images):
+                if image.refusal is None:
+                    items.append((image.name, image.data))
+                    owners.append((job, position))
+            job.answers = [{"file": image.name, "error": image.refusal or "not classified"}
+                           for image in job.incoming.images]
+        if items:
+            started = time.monotonic()
+            results = self.classifier.classify(items)
+            self.classify_seconds += time.monotonic() - started
+            for (job, position), answer in zip(owners, results):
+                job.answers[position] = answer
+
+    def _answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
+        answered = []
+        for job in jobs:
+            if job.answers is None:  # classifier failed: leave it for the next pass
+                continue
+            incoming = job.incoming
+            note = "\n".join(incoming.problems)
+            answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
+                                                   else "no image found in the message")
+            reply = build_reply(incoming, self.settings.address, answers, note=note)
+            try:
+                self._send(reply)
+            except MessageRejected as exc:
+                self._set_aside(job, f"the reply was refused: {exc}", tell_sender=False)
+                stats.set_aside += 1
+                continue
+            self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender)
+            stats.answered += 1
+            self.handled += 1
+            self._log(job, "answered", f"{_count(answers, 'image')}, {time.monotonic() - job.started:.2f} s")
+            answered.append(job.ref)
+        return answered
+
+    def _send(self, message) -> None:
+        send_with_retry(lambda: self.sender.send(message), attempts=SEND_ATTEMPTS,
+                        base_delay=0.5, max_delay=min(5.0, self.settings.retry_max_delay),
+                        what="sending the reply")
+
+    def _remove_answered(self, refs: list[MailRef]) -> None:
+        if self.settings.answered_folder:
+            self.mailbox.set_aside(refs, self.settings.answered_folder)
+        else:
+            self.mailbox.delete(refs)
+
+    @staticmethod
+    def _log(job: Job, action: str, reason: str) -> None:
+        incoming = job.incoming
+        log.info("%s from %s: %s (%s)", incoming.message_id or job.ref.key,
+                 incoming.sender or "(no sender)", action, reason)
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def load_classifier(config: Config):
+    """The classifier (PyTorch) -- imported here only, so mail code stays light."""
+    try:
+        module = importlib.import_module("classifier")
+    except ModuleNotFoundError as exc:
+        if exc.name != "classifier":
+            raise
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        module = importlib.import_module("classifier")
+    return module.Classifier.from_config(config)

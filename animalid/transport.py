@@ -1,0 +1,380 @@
+"""Sending mail over SMTP, and the account and server settings both directions share.
+
+Follows RFC 5321 (SMTP), RFC 3207 (STARTTLS), RFC 8314 (implicit TLS on the
+submissions port), RFC 4954 (SMTP AUTH) with the PLAIN (RFC 4616) and LOGIN
+mechanisms for passwords, and Google's / Microsoft's XOAUTH2 SASL mechanism
+for OAuth 2.0 access tokens (the only choice for Outlook and Microsoft 365).
+
+Certificates are always verified: the context comes from
+``ssl.create_default_context`` with the configured CA file or the system's
+trust store, and no setting turns verification off. Credentials are never
+sent before TLS is up unless the server is on the loopback interface.
+
+Failures become the project's error tree (``animalid.errors``): network
+trouble and 4xx replies are ``TransientError`` / ``UnreachableError``, 5xx
+replies are ``PermanentError``, a refused login is ``AuthError``.
+``send_with_retry`` retries transient errors only, with capped exponential
+backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import smtplib
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Callable, TypeVar
+
+from .config import Config
+from .errors import (AnimalIdError, AuthError, ConfigError, PermanentError, TransientError,
+                     UnreachableError)
+
+log = logging.getLogger(__name__)
+
+SECURITY_CHOICES = ("tls", "starttls", "none")
+AUTH_CHOICES = ("password", "xoauth2", "none")
+ROLES = ("client", "server")
+# A pooled SMTP connection idle longer than this is checked with NOOP before
+# reuse: servers drop idle sessions (RFC 5321 section 4.5.3.2 allows 5 min).
+SMTP_REUSE_CHECK_AFTER_S = 10.0
+T = TypeVar("T")
+
+
+class MessageRejected(PermanentError):
+    """The server refused this one message (5xx to MAIL, RCPT or DATA); others may pass."""
+
+
+# -- settings ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one protocol's server is and how to reach it safely."""
+
+    protocol: str  # "smtp", "imap" or "pop3"
+    host: str
+    port: int
+    security: str  # "tls" (implicit), "starttls" or "none"
+    ca_file: str | None
+    timeout: float
+
+    @classmethod
+    def from_config(cls, config: Config, protocol: str) -> "Endpoint":
+        section = config.section(protocol)
+        ca_path = section.get_path("ca_file", None)
+        if ca_path is not None and not ca_path.is_file():
+            raise section.error("ca_file", f"{ca_path} does not exist "
+                                           "(for the local hub: start it once first)")
+        return cls(
+            protocol=protocol,
+            host=section.get("host"),
+            port=section.get_int("port", minimum=1, maximum=65535),
+            security=section.get_choice("security", SECURITY_CHOICES),
+            ca_file=str(ca_path) if ca_path else None,
+            timeout=section.get_float("timeout", 30.0, minimum=1.0, maximum=600.0),
+        )
+
+    @property
+    def where(self) -> str:
+        return f"{self.protocol.upper()} server {self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A verifying client context: hostname and chain are always checked."""
+        try:
+            return ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[{self.protocol}] ca_file {self.ca_file}: cannot load: {exc}") from None
+
+
+@dataclass
+class Account:
+    """Who we are at the mail servers: [client] or [server] of config.ini.
+
+    The secret is read lazily and never appears in ``repr``, logs or errors.
+    A password is read once; an OAuth2 token is fetched afresh for every
+    login, since access tokens expire after about an hour.
+    """
+
+    role: str
+    address: str
+    username: str
+    auth: str
+    _section: object = field(repr=False)
+    _password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Config, role: str) -> "Account":
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        section = config.section(role)
+        address = section.get("address")
+        if not looks_like_address(address):
+            raise section.error("address", f"{address!r} is not a mail address")
+        return cls(role=role, address=address.lower(),
+                   username=section.get("username", address),
+                   auth=section.get_choice("auth", AUTH_CHOICES, "password"),
+                   _section=section)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    def password(self) -> str:
+        if self._password is None:
+            self._password = self._section.get_secret("password")
+        return self._password
+
+    def token(self) -> str:
+        return self._section.get_secret("token")
+
+
+def looks_like_address(text: str) -> bool:
+    """A bare address (local@domain) with nothing that could smuggle in a header."""
+    if text.count("@") != 1 or any(c.isspace() or c in '<>,;"\\()[]' or ord(c) < 32 for c in text):
+        return False
+    local, _, domain = text.partition("@")
+    return bool(local) and bool(domain) and len(text) <= 254
+
+
+def xoauth2_string(username: str, token: str) -> str:
+    """The XOAUTH2 initial client response (before base64), per Google and Microsoft."""
+    return f"user={username}\x01auth=Bearer {token}\x01\x01"
+
+
+def check_credentials_protected(endpoint: Endpoint, account: Account) -> None:
+    """Refuse to send a password or token in the clear over a real network."""
+    if account.auth != "none" and endpoint.security == "none" and not endpoint.is_loopback:
+        raise ConfigError(f"[{endpoint.protocol}] security = none would send the "
+                          f"{account.role}'s credentials unencrypted to {endpoint.host}; "
+                          "use tls or starttls")
+
+
+# -- error mapping ----------------------------------------------------------
+
+def network_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
+    """The error for a failure below the mail protocol (TCP, DNS, TLS)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentError(f"{endpoint.where}: certificate not trusted "
+                              f"({exc.verify_message}); check [{endpoint.protocol}] ca_file")
+    if isinstance(exc, socket.gaierror):
+        return UnreachableError(f"{endpoint.where}: host name not found")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return UnreachableError(f"{endpoint.where}: timed out")
+    if isinstance(exc, ConnectionRefusedError):
+        return UnreachableError(f"{endpoint.where}: connection refused")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return UnreachableError(f"{endpoint.where}: {reason}")
+
+
+def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
+    """Map an smtplib or socket failure to the error tree."""
+    if isinstance(exc, AnimalIdError):
+        return exc
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        if 400 <= exc.smtp_code < 500:  # 454: temporary authentication failure
+            return TransientError(f"{endpoint.where}: login failed for now: {_reply_text(exc)}")
+        return AuthError(f"{endpoint.where} refused the login ({exc.smtp_code} {_reply_text(exc)})")
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        detail = "; ".join(f"<{rcpt}>: {code} {_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
+        if all(400 <= code < 500 for code in codes):
+            return TransientError(f"{endpoint.where}: recipient deferred: {detail}")
+        return MessageRejected(f"{endpoint.where}: recipient refused: {detail}")
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return UnreachableError(f"{endpoint.where}: connection closed ({exc or 'no reason given'})")
+    if isinstance(exc, smtplib.SMTPConnectError):
+        return UnreachableError(f"{endpoint.where}: refused the session ({exc.smtp_code})")
+    if isinstance(exc, (smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) and exc.smtp_code >= 500 \
+            and exc.smtp_code not in (530, 534, 535):
+        stage = "sender" if isinstance(exc, smtplib.SMTPSenderRefused) else "message"
+        return MessageRejected(f"{endpoint.where}: {stage} refused: {exc.smtp_code} {_reply_text(exc)}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _by_reply_code(endpoint, exc.smtp_code, _reply_text(exc))
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return PermanentError(f"{endpoint.where}: {exc}")
+    if isinstance(exc, (OSError, ssl.SSLError)):
+        return network_error(endpoint, exc)
+    if isinstance(exc, smtplib.SMTPException):
+        return TransientError(f"{endpoint.where}: {exc}")
+    raise exc
+
+
+def _by_reply_code(endpoint: Endpoint, code: int, text: str) -> AnimalIdError:
+    if code == 535 or code == 534 or code == 530:
+        return AuthError(f"{endpoint.where} refused the login ({code} {text})")
+    if 400 <= code < 500 or code < 200:
+        return TransientError(f"{endpoint.where}: {code} {text}")
+    return PermanentError(f"{endpoint.where}: {code} {text}")
+
+
+def _reply_text(exc: smtplib.SMTPResponseException) -> str:
+    return _text(exc.smtp_error)
+
+
+def _text(raw) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())[:300]
+
+
+# -- sending ----------------------------------------------------------------
+
+class SmtpSender:
+    """One authenticated SMTP session, opened on first use and reused.
+
+    Reusing the session matters for bursts: a TLS handshake and AUTH cost
+    more than sending a small reply. A session idle for a while is checked
+    with NOOP first, and a dropped one is reopened once.
+    """
+
+    def __init__(self, endpoint: Endpoint, account: Account):
+        check_credentials_protected(endpoint, account)
+        self.endpoint = endpoint
+        self.account = account
+        self._smtp: smtplib.SMTP | None = None
+        self._last_used = 0.0
+
+    @classmethod
+    def from_config(cls, config: Config, role: str) -> "SmtpSender":
+        return cls(Endpoint.from_config(config, "smtp"), Account.from_config(config, role))
+
+    def __enter__(self) -> "SmtpSender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def send(self, message: EmailMessage, recipients: list[str] | None = None) -> None:
+        """Hand one message to the server; the envelope sender is our own address."""
+        try:
+            smtp = self._session()
+            smtp.send_message(message, from_addr=self.account.address, to_addrs=recipients)
+            self._last_used = time.monotonic()
+        except (smtplib.SMTPException, OSError) as exc:
+            error = smtp_error(self.endpoint, exc)
+            if isinstance(error, TransientError) or isinstance(exc, smtplib.SMTPServerDisconnected):
+                self._discard()
+            raise error from None
+
+    def verify_login(self) -> None:
+        """Open the session now, so a wrong password shows before any work."""
+        try:
+            self._session()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._discard()
+            raise smtp_error(self.endpoint, exc) from None
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+
+    def _discard(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    def _session(self) -> smtplib.SMTP:
+        if self._smtp is not None and time.monotonic() - self._last_used > SMTP_REUSE_CHECK_AFTER_S:
+            if not self._still_open(self._smtp):
+                self._discard()
+        if self._smtp is None:
+            self._smtp = self._connect()
+            self._last_used = time.monotonic()
+        return self._smtp
+
+    @staticmethod
+    def _still_open(smtp: smtplib.SMTP) -> bool:
+        try:
+            return smtp.noop()[0] == 250
+        except (smtplib.SMTPException, OSError):
+            return False
+
+    def _connect(self) -> smtplib.SMTP:
+        endpoint = self.endpoint
+        log.debug("connecting to %s (%s)", endpoint.where, endpoint.security)
+        if endpoint.security == "tls":
+            smtp = smtplib.SMTP_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
+                                    context=endpoint.tls_context())
+        else:
+            smtp = smtplib.SMTP(endpoint.host, endpoint.port, timeout=endpoint.timeout)
+        try:
+            smtp.ehlo()
+            if endpoint.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise PermanentError(f"{endpoint.where} does not offer STARTTLS; refusing "
+                                         "to continue unencrypted (use security = tls?)")
+                smtp.starttls(context=endpoint.tls_context())
+                smtp.ehlo()
+            self._authenticate(smtp)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _authenticate(self, smtp: smtplib.SMTP) -> None:
+        account = self.account
+        if account.auth == "none":
+            return
+        offered = (smtp.esmtp_features.get("auth") or "").upper().split()
+        if account.auth == "xoauth2":
+            if "XOAUTH2" not in offered:
+                raise AuthError(f"{self.endpoint.where} does not offer AUTH XOAUTH2")
+            initial = xoauth2_string(account.username, account.token())
+            replies = iter([initial])
+            # On failure the server sends a JSON error as a 334 challenge; the
+            # client must answer with an empty line to get the final 5xx.
+            smtp.auth("XOAUTH2", lambda challenge=None: next(replies, ""))
+            return
+        smtp.user, smtp.password = account.username, account.password()
+        for mechanism, method in (("PLAIN", smtp.auth_plain), ("LOGIN", smtp.auth_login)):
+            if mechanism in offered:
+                smtp.auth(mechanism, method)
+                return
+        raise AuthError(f"{self.endpoint.where} offers neither AUTH PLAIN nor LOGIN "
+                        f"(offers: {' '.join(offered) or 'no AUTH at all'})")
+
+
+def send_with_retry(action: Callable[[], T], attempts: int = 4, base_delay: float = 1.0,
+                    max_delay: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                    what: str = "send") -> T:
+    """Run ``action``; retry TransientError with capped exponential backoff.
+
+    Permanent errors (including AuthError) propagate at once; the last
+    transient error propagates once the attempts are used up.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except TransientError as exc:
+            if attempt >= attempts:
+                raise
+            delay = backoff_delay(attempt, base_delay, max_delay)
+            log.warning("%s failed (%s); retry %d/%d in %.1f s", what, exc, attempt,
+                        attempts - 1, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def backoff_delay(attempt: int, base_delay: float, max_delay: float) -> float:
+    """base, 2*base, 4*base ... never above max_delay (attempt counts from 1)."""
+    return min(max_delay, base_delay * (2 ** max(0, attempt - 1)))
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")

@@ -1,0 +1,451 @@
+"""End to end: client -> real mail hub -> server with the real classifier -> client.
+
+Nothing is mocked: the hub is Dovecot plus the SMTP front (tests/hubfixture.py),
+the server is animalid.service.Server running in a thread with the session's
+classifier (or server.py as a process for --once), and the client is the
+Requester or client.py as a process. Each test gets its own config file and
+server state file; every mailbox is emptied before each test.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import smtplib
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from animalid.config import load_config
+from animalid.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
+from animalid.mailbox import open_mailbox
+from animalid.messages import build_request, parse_bytes
+from animalid.requester import Requester
+from animalid.service import Server
+from tests.hubfixture import mailhub  # noqa: F401  (the session's hub)
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = Path(__file__).resolve().parent / "photos"
+CLIENTS = ("client1", "client2", "client3", "client4")
+FAMILY = {"tiger.png": "Felidae", "dog.png": "Canidae", "bison.png": "Bovidae"}
+
+
+# -- helpers ------------------------------------------------------------------
+
+def photo(name: str) -> bytes:
+    return (PHOTOS / name).read_bytes()
+
+
+def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3",
+                server_receive: str = "pop3", client_password: str | None = None,
+                **server_settings) -> Path:
+    """A config.ini for this hub: the repository's file with ports, secrets and paths filled in."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.read(ROOT / "config.ini")
+    parser["hub"].update(domain=hub.domain, clients=", ".join(CLIENTS), state_dir=str(hub.state))
+    for protocol, port, security in (("smtp", "submission", "starttls"), ("imap", "imaps", "tls"),
+                                     ("pop3", "pop3s", "tls")):
+        parser[protocol].update(host="127.0.0.1", port=str(hub.ports[port]), security=security,
+                                ca_file=str(hub.ca_file), timeout="10")
+    secrets = Path(hub.state) / "secrets"
+    parser["client"].update(
+        address=f"{client}@{hub.domain}", username=f"{client}@{hub.domain}",
+        password_env="", server_address=hub.server, receive=receive, poll_interval="0.1",
+        password_command=(f"echo {client_password}" if client_password
+                          else f"cat {secrets / client}"))
+    parser["server"].update(
+        address=hub.server, username=hub.server, password_env="",
+        password_command=f"cat {secrets / 'server'}", receive=server_receive, poll_interval="0.1",
+        state_file=str(folder / "server-state.sqlite"))
+    parser["server"].update({key: str(value) for key, value in server_settings.items()})
+    for key in ("model", "knowledge_base"):
+        parser["classifier"][key] = str((ROOT / parser["classifier"][key]).resolve())
+    path = folder / f"config-{client}-{receive}.ini"
+    with open(path, "w", encoding="utf-8") as handle:
+        parser.write(handle)
+    return path
+
+
+@contextmanager
+def running_server(config_path: Path, classifier, receive: str | None = None):
+    """Server.run() in a thread; stopped and checked for errors at the end."""
+    server = Server(load_config(config_path), classifier=classifier, receive=receive).open()
+    failure: list[BaseException] = []
+
+    def serve():
+        try:
+            server.run()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=serve, name="animalid-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(15)
+        server.close()
+    assert not thread.is_alive(), "the server did not stop"
+    assert not failure, f"the server failed: {failure[0]!r}"
+
+
+def mailbox_messages(config_path: Path, role: str) -> list[bytes]:
+    """Every message in a role's INBOX (IMAP, headers and body, leaving them there)."""
+    with open_mailbox(load_config(config_path), role, "imap") as box:
+        refs = box.list()
+        return [data for data in box.fetch(refs, 50_000_000).values()]
+
+
+def empty_mailbox(config_path: Path, role: str) -> None:
+    with open_mailbox(load_config(config_path), role, "imap") as box:
+        box.delete(box.list())
+
+
+def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ledger_state(config_path: Path, message_id: str) -> str | None:
+    state_file = load_config(config_path).section("server").get_path("state_file")
+    if not state_file.exists():
+        return None
+    with Ledger(state_file) as ledger:
+        record = ledger.final_by_message_id(message_id)
+        return record.state if record else None
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def drop_connections(port: int) -> int:
+    """Kill the hub's processes serving established connections on ``port``; how many."""
+    import psutil
+
+    pids = {conn.pid for conn in psutil.net_connections(kind="tcp")
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+            and conn.pid and conn.pid != os.getpid()}
+    for pid in pids:
+        psutil.Process(pid).kill()
+    return len(pids)
+
+
+def send_raw(hub, config_path: Path, message: EmailMessage, sender: str) -> None:
+    """Submit a hand-made message as ``sender`` (a hub account) over STARTTLS."""
+    local = sender.partition("@")[0]
+    password = (Path(hub.state) / "secrets" / local).read_text()
+    with smtplib.SMTP("127.0.0.1", hub.ports["submission"], timeout=10) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=str(hub.ca_file)))
+        smtp.login(sender, password)
+        smtp.send_message(message, from_addr=sender)
+
+
+def send_from_outside(hub, message: EmailMessage) -> None:
+    """Deliver like mail from the internet: the hub's MX listener, no AUTH."""
+    with smtplib.SMTP("127.0.0.1", hub.ports["smtp_mx"], timeout=10) as smtp:
+        smtp.send_message(message)
+
+
+@pytest.fixture
+def configs(mailhub, tmp_path):  # noqa: F811
+    """config(client, receive, server_receive, **server settings) -> path; all mailboxes emptied."""
+    made = {}
+
+    def config(client: str = "client1", receive: str = "pop3", server_receive: str = "pop3",
+               **settings) -> Path:
+        key = (client, receive, server_receive, tuple(sorted(settings.items())))
+        if key not in made:
+            made[key] = make_config(mailhub, tmp_path, client, receive, server_receive, **settings)
+        return made[key]
+
+    first = config()
+    empty_mailbox(first, "server")
+    for client in CLIENTS:
+        empty_mailbox(config(client), "client")
+    return config
+
+
+def assert_answers(answers: list[dict], names: list[str]) -> None:
+    assert [answer["file"] for answer in answers] == names
+    for answer, name in zip(answers, names):
+        assert "error" not in answer, answer
+        assert answer["taxonomy"]["family"] == FAMILY[name.rpartition("-")[2]], answer
+        assert 0 <= answer["probability"] <= 100 and answer["alternatives"]
+
+
+# -- round trips --------------------------------------------------------------
+
+def test_round_trip_over_pop3_polling(configs, classifier):
+    config = configs(receive="pop3", server_receive="pop3")
+    with running_server(config, classifier):
+        with Requester(load_config(config)) as requester:
+            started = time.monotonic()
+            message_id = requester.send([("tiger.png", photo("tiger.png")),
+                                         ("dog.png", photo("dog.png"))])
+            answers = requester.wait([message_id], timeout=30)[message_id]
+            elapsed = time.monotonic() - started
+    assert_answers(answers, ["tiger.png", "dog.png"])
+    assert elapsed < 10
+    assert ledger_state(config, message_id) == ANSWERED
+    assert mailbox_messages(config, "server") == []  # the request was deleted
+    assert mailbox_messages(config, "client") == []  # the reply was consumed
+
+
+def test_round_trip_over_imap_idle(configs, classifier):
+    config = configs(receive="imap", server_receive="imap")
+    with running_server(config, classifier):
+        with Requester(load_config(config)) as requester:
+            for name in ("bison.png", "tiger.png"):
+                message_id = requester.send([(name, photo(name))])
+                assert_answers(requester.wait([message_id], timeout=30)[message_id], [name])
+    assert mailbox_messages(config, "server") == []
+    assert mailbox_messages(config, "client") == []
+
+
+def test_reply_is_threaded_and_marked_automatic(configs, classifier):
+    config = configs(receive="imap", server_receive="imap")
+    with running_server(config, classifier) as server:
+        with Requester(load_config(config)) as requester:
+            message_id = requester.send([("tiger.png", photo("tiger.png"))])
+            wait_for(lambda: ledger_state(config, message_id) == ANSWERED, what="the answer")
+    (raw,) = wait_for(lambda: mailbox_messages(config, "client"), what="the reply")
+    reply = parse_bytes(raw)
+    assert reply["In-Reply-To"] == message_id and message_id in reply["References"]
+    assert reply["Auto-Submitted"] == "auto-replied" and reply["Subject"].startswith("Re: Animal photo")
+    assert server.handled == 1
+
+
+def test_several_clients_at_once_each_get_their_own_answers(configs, classifier):
+    server_config = configs(receive="imap", server_receive="imap")
+    results: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def client_session(client: str, receive: str):
+        try:
+            with Requester(load_config(configs(client, receive=receive))) as requester:
+                sent = {}
+                for index, name in enumerate(("tiger.png", "dog.png", "bison.png")):
+                    label = f"{client}-{index}-{name}"  # unique per request: shows any mix-up
+                    sent[requester.send([(label, photo(name))])] = label
+                answers = requester.wait(list(sent), timeout=60)
+                results[client] = {sent[mid]: answer for mid, answer in answers.items()}
+        except BaseException as exc:
+            errors.append(exc)
+
+    with running_server(server_config, classifier):
+        threads = [threading.Thread(target=client_session, args=(client, receive))
+                   for client, receive in zip(CLIENTS, ("imap", "pop3", "imap", "pop3"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+    assert not errors, errors
+    assert sorted(results) == list(CLIENTS)
+    for client, by_label in results.items():
+        assert len(by_label) == 3
+        for label, answers in by_label.items():
+            assert_answers(answers, [label])
+
+
+def test_bad_image_is_answered_with_an_error_not_a_crash(configs, classifier):
+    config = configs()
+    with running_server(config, classifier):
+        with Requester(load_config(config)) as requester:
+            broken = photo("dog.png")[:200]  # a truncated PNG
+            message_id = requester.send([("broken.png", broken), ("tiger.png", photo("tiger.png"))])
+            answers = requester.wait([message_id], timeout=30)[message_id]
+    assert answers[0]["file"] == "broken.png" and answers[0]["error"]
+    assert_answers(answers[1:], ["tiger.png"])
+
+
+# -- who gets no answer -------------------------------------------------------
+
+def test_strangers_automatic_mail_and_duplicates_get_no_reply(mailhub, configs, classifier):  # noqa: F811
+    config = configs(allowed_senders="client1@hub.test")
+    stranger_config = configs("client2")
+    image = [("tiger.png", photo("tiger.png"))]
+    stranger = build_request("client2@hub.test", mailhub.server, image)
+    outsider = build_request("someone@elsewhere.example", mailhub.server, image)
+    automatic = build_request("client1@hub.test", mailhub.server, image)
+    automatic["Auto-Submitted"] = "auto-replied"
+    duplicate = build_request("client1@hub.test", mailhub.server, image)
+    with running_server(config, classifier):
+        send_raw(mailhub, config, stranger, "client2@hub.test")
+        send_from_outside(mailhub, outsider)
+        send_raw(mailhub, config, automatic, "client1@hub.test")
+        send_raw(mailhub, config, duplicate, "client1@hub.test")
+        wait_for(lambda: ledger_state(config, duplicate["Message-ID"]) == ANSWERED, what="answer")
+        send_raw(mailhub, config, duplicate, "client1@hub.test")  # same Message-ID again
+        for message in (stranger, outsider, automatic):
+            wait_for(lambda m=message: ledger_state(config, m["Message-ID"]) == IGNORED,
+                     what=f"{message['From']} ignored")
+        wait_for(lambda: len(mailbox_messages(config, "server")) == 3,
+                 what="the duplicate removed, the ignored mail left alone")
+    replies = mailbox_messages(config, "client")
+    assert len(replies) == 1  # one answer for the duplicate pair, none for the automatic mail
+    assert parse_bytes(replies[0])["In-Reply-To"] == duplicate["Message-ID"]
+    assert mailbox_messages(stranger_config, "client") == []
+
+
+def test_rate_limit_refuses_with_one_notice(configs, classifier):
+    config = configs(rate_limit_per_hour=1)
+    with running_server(config, classifier):
+        with Requester(load_config(config)) as requester:
+            first = requester.send([("tiger.png", photo("tiger.png"))])
+            assert_answers(requester.wait([first], timeout=30)[first], ["tiger.png"])
+            second = requester.send([("dog.png", photo("dog.png"))])
+            answers = requester.wait([second], timeout=30)[second]
+    assert "rate limit" in answers[0]["error"] or "requests in the last hour" in answers[0]["error"]
+
+
+# -- crash safety -------------------------------------------------------------
+
+def test_answered_but_not_deleted_request_is_removed_without_a_second_reply(configs, classifier):
+    config = configs()
+    with Requester(load_config(config)) as requester:
+        message_id = requester.send([("tiger.png", photo("tiger.png"))])
+    # As if the server crashed between RECORD and DELETE: the ledger says answered.
+    with open_mailbox(load_config(config), "server", "pop3") as box:
+        (ref,) = wait_for(box.list, what="the request")
+        box.end_pass()
+    state_file = load_config(config).section("server").get_path("state_file")
+    with Ledger(state_file) as ledger:
+        ledger.mark_answered(ref.key, message_id, "client1@hub.test")
+    with running_server(config, classifier):
+        wait_for(lambda: mailbox_messages(config, "server") == [], what="the request removed")
+    assert mailbox_messages(config, "client") == []
+
+
+def test_request_failing_too_often_is_set_aside_and_its_sender_told(configs, classifier):
+    config = configs(receive="imap", server_receive="imap", max_attempts=2)
+    with Requester(load_config(config)) as requester:
+        message_id = requester.send([("tiger.png", photo("tiger.png"))])
+        with open_mailbox(load_config(config), "server", "imap") as box:
+            (ref,) = wait_for(box.list, what="the request")
+        state_file = load_config(config).section("server").get_path("state_file")
+        with Ledger(state_file) as ledger:  # as if two earlier tries had crashed the server
+            ledger.begin_attempts([ref.key, ref.key])
+        with running_server(config, classifier):
+            answers = requester.wait([message_id], timeout=30)[message_id]
+    assert "set aside" in answers[0]["error"]
+    assert ledger_state(config, message_id) == SET_ASIDE
+    assert mailbox_messages(config, "server") == []  # moved to the Failed folder
+    with open_mailbox(load_config(config), "server", "imap") as box:
+        box.folder = "Failed"
+        assert len(box.list()) == 1
+
+
+def test_server_reconnects_after_the_mail_servers_restart(mailhub, configs, classifier):  # noqa: F811
+    config = configs(receive="imap", server_receive="imap")
+    with running_server(config, classifier) as server:
+        with Requester(load_config(config)) as requester:
+            first = requester.send([("tiger.png", photo("tiger.png"))])
+            assert_answers(requester.wait([first], timeout=30)[first], ["tiger.png"])
+            # Cut every IMAP connection (the server's IDLE and the client's) and
+            # the server's pooled SMTP session, as a network drop would.
+            assert drop_connections(mailhub.ports["imaps"]) >= 2
+            mailhub.restart_smtp()
+            second = requester.send([("dog.png", photo("dog.png"))])
+            assert_answers(requester.wait([second], timeout=30)[second], ["dog.png"])
+        assert server.handled == 2
+
+
+def test_only_one_server_per_mailbox(configs, classifier):
+    config = configs()
+    with running_server(config, classifier):
+        with pytest.raises(Exception, match="already watching this mailbox"):
+            Server(load_config(config), classifier=classifier).open()
+
+
+# -- the programs -------------------------------------------------------------
+
+def test_server_once_answers_what_is_waiting_and_exits(configs):
+    config = configs()
+    with Requester(load_config(config)) as requester:
+        message_id = requester.send([("bison.png", photo("bison.png"))])
+        result = run_cli("server.py", "--once", "--config", str(config), timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "answered" in result.stderr and "Traceback" not in result.stderr
+        answers = requester.wait([message_id], timeout=10)[message_id]
+    assert_answers(answers, ["bison.png"])
+
+
+def test_client_cli_prints_the_answer(configs, classifier):
+    config = configs()
+    with running_server(config, classifier):
+        result = run_cli("client.py", "--image", str(PHOTOS / "tiger.png"), "--config", str(config),
+                         "--timeout", "30")
+        as_json = run_cli("client.py", "--image", str(PHOTOS / "dog.png"), "--config", str(config),
+                          "--json", "--receive", "imap", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert "tiger.png:" in result.stdout and "Felidae" in result.stdout
+    assert "waiting for the answer" in result.stderr
+    assert as_json.returncode == 0, as_json.stderr
+    assert_answers(json.loads(as_json.stdout), ["dog.png"])
+
+
+def test_client_cli_times_out_with_status_3(configs):
+    config = configs()  # no server running
+    result = run_cli("client.py", "--image", str(PHOTOS / "tiger.png"), "--config", str(config),
+                     "--timeout", "1.5")
+    assert result.returncode == 3, result.stderr
+    assert "no answer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreadable_image_file_is_a_clear_error(configs, tmp_path):
+    config = configs()
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    missing = run_cli("client.py", "--image", str(tmp_path / "nope.jpg"), "--config", str(config))
+    wrong = run_cli("client.py", "--image", str(not_image), "--config", str(config))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert wrong.returncode == 1 and "not an image file" in wrong.stderr
+
+
+def test_client_starts_without_heavy_imports():
+    result = run_cli("-c", "import sys, client; client.build_parser(); "
+                           "print(sorted({'torch', 'cv2', 'numpy', 'PIL'} & set(sys.modules)))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# Last: failed logins make Dovecot slow down later logins from this address.
+def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):  # noqa: F811
+    config = make_config(mailhub, tmp_path, client_password="wrong-password")
+    client = run_cli("client.py", "--image", str(PHOTOS / "tiger.png"), "--config", str(config),
+                     "--timeout", "5")
+    assert client.returncode == 4, client.stderr
+    assert "refused the login" in client.stderr and "wrong-password" not in client.stderr
+
+    text = config.read_text().replace(f"cat {Path(mailhub.state) / 'secrets' / 'server'}",
+                                      "echo wrong-server-password")
+    config.write_text(text)
+    server = run_cli("server.py", "--once", "--config", str(config), timeout=60)
+    assert server.returncode == 4, server.stderr
+    assert "refused the login" in server.stderr and "Traceback" not in server.stderr
+
+
+def test_unreachable_mail_server_gives_status_5(mailhub, tmp_path):  # noqa: F811
+    config = make_config(mailhub, tmp_path)
+    text = config.read_text().replace(f"port = {mailhub.ports['submission']}", "port = 9")
+    config.write_text(text)
+    result = run_cli("client.py", "--image", str(PHOTOS / "tiger.png"), "--config", str(config),
+                     "--timeout", "5")
+    assert result.returncode == 5, result.stderr
+    assert "connection refused" in result.stderr
