@@ -30,7 +30,7 @@ from animalid.answer import AnswerBuilder, AnswerRules, render_answers
 from animalid.config import Config, load_config
 from animalid.errors import AnimalIdError, BadImageError, ExitStatus, ModelError
 from animalid.images import BACKGROUND_RGB, DEFAULT_MAX_PIXELS, load_image
-from animalid.knowledge import RANKS, load_knowledge_base
+from animalid.knowledge import RANKS, load_knowledge_base, read_json
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,7 @@ class ModelSpec:
     @classmethod
     def load(cls, path: str | Path) -> "ModelSpec":
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelError(f"{path}: model description not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{path}: cannot read the model description: {exc}") from None
+        raw = read_json(path, "model description")
 
         def need(mapping, key, where=""):
             if not isinstance(mapping, dict) or key not in mapping:

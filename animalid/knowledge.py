@@ -96,14 +96,19 @@ class KnowledgeBase:
         return any(entry.taxonomy for entry in self.entries.values())
 
 
+def read_json(path: Path, what: str):
+    """Parse a JSON file, or raise ModelError naming the file and ``what`` it is."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the {what}: {exc}") from None
+
+
 def load_knowledge_base(path: str | Path) -> KnowledgeBase:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: knowledge base not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the knowledge base: {exc}") from None
+    data = read_json(path, "knowledge base")
     if not isinstance(data, dict):
         raise ModelError(f"{path}: knowledge base must be a JSON object")
     if data.get("format") == FORMAT:

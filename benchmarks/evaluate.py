@@ -119,13 +119,18 @@ def main() -> int:
     parser.add_argument("folder", type=Path, help="folder with images and truth.tsv")
     parser.add_argument("--config", help="settings file (default: config.ini)")
     parser.add_argument("--sweep", action="store_true", help="try a grid of thresholds too")
+    parser.add_argument("--fit", choices=("crop", "pad"),
+                        help="override the model description's input.fit (crop = the reference preprocessing)")
     parser.add_argument("--show-wrong", action="store_true", help="list the wrong answers")
     args = parser.parse_args()
 
-    from classifier import Classifier
+    from classifier import Classifier, _build_transform
 
     rows = read_truth(args.folder)
     classifier = Classifier.from_config(load_config(args.config))
+    if args.fit:
+        classifier.spec.fit = args.fit
+        classifier.transform = _build_transform(classifier.spec)
     from animalid.images import load_image
     tensors = [classifier.transform(load_image(args.folder / row["file"])) for row in rows]
     probs_list = []
@@ -133,7 +138,7 @@ def main() -> int:
         probs_list += classifier.probabilities(tensors[start:start + 16])
 
     base = classifier.builder
-    print(f"{len(rows)} photos in {args.folder}")
+    print(f"{len(rows)} photos in {args.folder}, input fit: {classifier.spec.fit}")
     print(score(seed_rule_answers(base, probs_list, rows), rows).line("seed rule (top-1, 20%)"))
     naive = AnswerBuilder(base.kb, base.labels, AnswerRules(0.5, 0.0, 0.0), base.top_k)
     print(score([naive.build(r["file"], p) for r, p in zip(rows, probs_list)], rows).line("naive roll-up (0.5)"))
