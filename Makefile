@@ -6,8 +6,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Dovecot for the local mail hub; Xvfb and xdotool drive the camera window in tests.
-APT_PACKAGES := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd xvfb xdotool
+# Dovecot for the local mail hub; Xvfb and xdotool drive the camera window in
+# tests; DejaVu renders accented names on the camera window.
+APT_PACKAGES := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd xvfb xdotool fonts-dejavu-core
 STAMP  := $(VENV)/.installed
 PHOTO  ?= tests/photos/tiger.png
 
@@ -16,7 +17,7 @@ PHOTO  ?= tests/photos/tiger.png
 install: $(STAMP)
 
 $(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt
-	@command -v dovecot >/dev/null && command -v Xvfb >/dev/null && command -v xdotool >/dev/null || \
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) )
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
