@@ -34,7 +34,10 @@ from animalid.knowledge import RANKS, load_knowledge_base, read_json
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 16
+# Images per forward pass. On 2 CPU cores larger batches are slower per image
+# and cost more memory (benchmarks/classifier_speed.py: 34 images/s at 2,
+# 10 images/s and 1.2 GB peak at 16).
+BATCH_SIZE = 2
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
 
 
