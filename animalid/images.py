@@ -37,9 +37,10 @@ def load_image(source: bytes | str | Path | Image.Image,
         raise BadImageError("empty file")
     try:
         with warnings.catch_warnings():
-            # Pillow warns (rather than fails) between its own two bomb limits;
-            # our own limit below is the one that counts.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns (rather than fails) between its own two bomb limits,
+            # and about every oddity of a malformed file; our own checks decide,
+            # and a stranger's file must not fill the server's log.
+            warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
             _check_header(image, max_pixels)
             image.load()

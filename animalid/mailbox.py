@@ -47,6 +47,9 @@ FETCH_CHUNK = 50
 # poplib refuses lines over 2048 bytes; RFC 5322 allows 998 characters, but
 # real mail breaks that. Messages are size-checked (LIST) before RETR anyway.
 poplib._MAXLINE = max(poplib._MAXLINE, 100_000)
+# What poplib raises (as error_proto) when the server closes the connection,
+# e.g. while it restarts; during login it must not read as a wrong password.
+POPLIB_CONNECTION_CLOSED = "-ERR EOF"
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,8 @@ class Pop3Mailbox(Mailbox):
             return exc
         if isinstance(exc, poplib.error_proto):
             text = _clean(exc.args[0] if exc.args else exc)
+            if text == POPLIB_CONNECTION_CLOSED:  # not a refusal: the server went away
+                return UnreachableError(f"{self.endpoint.where}: connection closed")
             # RFC 3206 response codes: [SYS/TEMP] and [IN-USE] are worth retrying.
             if "[SYS/TEMP]" in text or "[IN-USE]" in text:
                 return TransientError(f"{self.endpoint.where}: {text}")
@@ -509,8 +514,11 @@ class ImapMailbox(Mailbox):
     def fetch_headers(self, refs: list[MailRef]) -> dict[str, bytes]:
         by_uid = {ref.handle: ref for ref in refs}
         found = {}
-        for uid, data in self._fetch_items(list(by_uid), [b"BODY.PEEK[HEADER]"]).items():
-            header = data.get(b"BODY[HEADER]")
+        # A partial fetch (RFC 9051 section 6.4.5, <origin.octets>): a hostile
+        # message with megabytes of header lines is not read in full.
+        partial = f"BODY.PEEK[HEADER]<0.{HEADER_BYTES_LIMIT}>".encode()
+        for uid, data in self._fetch_items(list(by_uid), [partial]).items():
+            header = data.get(b"BODY[HEADER]<0>", data.get(b"BODY[HEADER]"))
             if header is not None:
                 found[by_uid[uid].key] = bytes(header)[:HEADER_BYTES_LIMIT]
         return found

@@ -18,6 +18,10 @@
   All three advertise SIZE (RFC 1870) and answer 552 above the limit. An LMTP
   4xx becomes 451, a 5xx becomes 550, and an unreachable Dovecot 451.
 
+For fault-injection tests, ``MailHub.fail_smtp(code, for_seconds, senders)``
+makes the SMTP front answer MAIL FROM with ``code`` (451 by default) for a
+while, as a provider throttling an account would; it is off unless called.
+
 Each service listens on its standard port plus ``--port-offset`` (default
 1000): SMTP-MX 25->1025, submissions 465->1465, submission 587->1587,
 POP3 110->1110, IMAP 143->1143, IMAPS 993->1993, POP3S 995->1995.
@@ -785,6 +789,9 @@ class _Handler:
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        injected = self.hub._injected_smtp_failure(address)
+        if injected is not None:
+            return injected
         if self.submission and address.lower() != session.auth_data:
             return f"553 5.7.1 Sender <{address}> is not owned by user {session.auth_data}"
         envelope.mail_from = address
@@ -991,6 +998,9 @@ class MailHub:
         self._lock_fd: Optional[int] = None
         self._dovecot: Optional[_Dovecot] = None
         self._smtp = _SmtpFront(self)
+        # (reply code, monotonic deadline, envelope senders or None for all):
+        # the test-only fault switch, see fail_smtp().
+        self._smtp_fault: Optional[tuple[int, float, Optional[frozenset[str]]]] = None
         # Socket paths are limited to 108 bytes, so Dovecot's runtime folder
         # cannot live under an arbitrary state path.
         tag = hashlib.sha256(f"{self.state}\0{os.geteuid()}".encode()).hexdigest()[:8]
@@ -1080,6 +1090,38 @@ class MailHub:
     def restart_smtp(self) -> None:
         self.stop_smtp()
         self.start_smtp()
+
+    def fail_smtp(self, code: int = 451, for_seconds: float = 10.0,
+                  senders: Optional[Iterable[str]] = None) -> None:
+        """Test-only fault switch: answer MAIL FROM with ``code`` for ``for_seconds``.
+
+        Every listener answers ``code`` (4xx: try again later, 5xx: refused)
+        to MAIL FROM of the given envelope ``senders`` (all when None) until
+        the time is up; ``for_seconds=0`` ends it now. Nothing is stored
+        while it lasts, so no mail is lost or duplicated by it.
+        """
+        if not 400 <= int(code) <= 599:
+            raise ValueError("code must be a 4xx or 5xx SMTP reply code")
+        if for_seconds <= 0:
+            self._smtp_fault = None
+            return
+        wanted = frozenset(s.lower() for s in senders) if senders is not None else None
+        self._smtp_fault = (int(code), time.monotonic() + for_seconds, wanted)
+        log.warning("SMTP front: answering %d to MAIL FROM %s for %.1f s (fail_smtp)",
+                    code, "of " + ", ".join(sorted(wanted)) if wanted else "of everyone", for_seconds)
+
+    def _injected_smtp_failure(self, sender: str) -> Optional[str]:
+        fault = self._smtp_fault
+        if fault is None:
+            return None
+        code, deadline, senders = fault
+        if time.monotonic() >= deadline:
+            return None
+        if senders is not None and sender.lower() not in senders:
+            return None
+        if code < 500:
+            return f"{code} 4.3.2 Failure injected by MailHub.fail_smtp, try again later"
+        return f"{code} 5.3.2 Failure injected by MailHub.fail_smtp"
 
     def dovecot_running(self) -> bool:
         return self._dovecot is not None and self._dovecot.running()

@@ -21,11 +21,22 @@ marks delivery reports.
 Headers are only ever set through the email package, which refuses CR/LF in
 values; anything copied from an incoming message is stripped of control
 characters first, so header injection is impossible.
+
+Hostile mail is read defensively: the From field must name exactly one
+address, read alike by the email package's two parsers (RFC 5322 section
+3.6.2; otherwise mail programs would disagree on whom a reply goes to); a
+MIME structure with too many parts or containers is refused before it is
+parsed, since the parser is slow on many parts and recursive on nesting; and
+mail that answers one of our replies without bringing a photo is not
+answered (a loop guard for auto-responders that do not follow RFC 3834).
+With ``[security]`` keys (protection.py) a request must be signed and/or
+encrypted, and replies are too.
 """
 
 from __future__ import annotations
 
 import email
+import email.errors
 import email.policy
 import email.utils
 import json
@@ -40,6 +51,7 @@ from typing import Sequence
 
 from .answer import render_answers
 from .config import Config
+from .protection import Protection, ProtectionError, sealed_parts
 from .transport import looks_like_address
 
 log = logging.getLogger(__name__)
@@ -58,12 +70,26 @@ BOUNCE = "bounce"
 MAILING_LIST = "mailing-list"
 OWN_MAIL = "own-mail"
 NO_SENDER = "no-sender"
+LOOP_GUARD = "loop-guard"
+# Tags the Message-ID of every reply (make_msgid's idstring), so mail that
+# answers a reply is recognised by its In-Reply-To / References.
+REPLY_ID_TAG = "animalid-reply"
 MAX_NAME_CHARS = 100
 MAX_SUBJECT_CHARS = 200
 MAX_REFERENCES = 10
 MAX_ANSWERS_JSON_BYTES = 2_000_000
+MAX_HEADER_BYTES = 64 * 1024
+# Refused before parsing: the parser recurses once per nesting level (about
+# 1000 levels exhaust Python's stack) and takes seconds per 10,000 parts.
+MAX_MULTIPART_CONTAINERS = 100
+MIN_DELIMITER_LINES = 1000
+ENCRYPTED_REQUEST_TEXT = ("The photos are encrypted for the animal server (animalid); "
+                          "the answer comes back by mail.\n")
+ENCRYPTED_REPLY_TEXT = "The answer is encrypted; client.py shows it."
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MULTIPART = re.compile(rb"multipart/", re.IGNORECASE)
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass
@@ -104,6 +130,7 @@ class Incoming:
     reason: str  # a few words for the log when kind is not REQUEST
     images: list[ImagePart] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # e.g. parts over the limit
+    protection_problem: str = ""  # why the signature / encryption check failed
 
     @property
     def is_request(self) -> bool:
@@ -119,6 +146,7 @@ class Reply:
     answers: list[dict] | None  # None when the JSON part is missing or unreadable
     text: str
     from_animalid: bool
+    protection_problem: str = ""  # why the signature / encryption check failed
 
 
 # -- small helpers ----------------------------------------------------------
@@ -135,6 +163,8 @@ def safe_name(raw: str | None, index: int, content_type: str) -> str:
     It is shown to people and put into answers, never used as a path.
     """
     name = unicodedata.normalize("NFC", clean_text(raw or "", 1000))
+    # Format characters (U+202E RIGHT-TO-LEFT OVERRIDE ...) make "gpj.exe" look like "exe.jpg".
+    name = "".join(char for char in name if unicodedata.category(char) != "Cf")
     name = name.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
     if not name:
         subtype = content_type.partition("/")[2] or "bin"
@@ -193,8 +223,9 @@ def _header(message: Message, name: str) -> str:
 # -- building ---------------------------------------------------------------
 
 def build_request(sender: str, recipient: str, images: Sequence[tuple[str, bytes]],
-                  now: datetime | None = None) -> EmailMessage:
-    """A request mail with the photos attached, in order."""
+                  now: datetime | None = None, protection: Protection | None = None) -> EmailMessage:
+    """A request mail with the photos attached, in order (sealed and/or signed with keys)."""
+    protection = protection or Protection()
     now = (now or datetime.now()).astimezone()
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = sender
@@ -204,19 +235,27 @@ def build_request(sender: str, recipient: str, images: Sequence[tuple[str, bytes
     message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
     message[MARK_HEADER] = REQUEST_MARK
     count = len(images)
-    message.set_content(f"Please identify the animal in the attached photo{'s' if count != 1 else ''}.\n"
-                        "Sent by animalid client.py; the answer comes back by mail.\n")
-    for index, (name, data) in enumerate(images, 1):
-        content_type = image_type_of(data, name)
-        maintype, _, subtype = content_type.partition("/")
-        message.add_attachment(bytes(data), maintype=maintype, subtype=subtype,
-                               filename=safe_name(name, index, content_type))
+    if protection.encrypts:
+        message.set_content(ENCRYPTED_REQUEST_TEXT)
+    else:
+        message.set_content(f"Please identify the animal in the attached photo{'s' if count != 1 else ''}.\n"
+                            "Sent by animalid client.py; the answer comes back by mail.\n")
+    files = [(safe_name(name, index, image_type_of(data, name)), bytes(data))
+             for index, (name, data) in enumerate(images, 1)]
+    protection.protect(message, files, REQUEST_MARK, _attach_images)
     return message
 
 
+def _attach_images(message: EmailMessage, files: list[tuple[str, bytes]]) -> None:
+    for name, data in files:
+        maintype, _, subtype = image_type_of(data, name).partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+
+
 def build_reply(request: Incoming, sender: str, answers: list[dict], note: str = "",
-                now: datetime | None = None) -> EmailMessage:
-    """The answer to ``request``: readable text plus the contract JSON."""
+                now: datetime | None = None, protection: Protection | None = None) -> EmailMessage:
+    """The answer to ``request``: readable text plus the contract JSON (sealed and/or signed with keys)."""
+    protection = protection or Protection()
     now = (now or datetime.now()).astimezone()
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = sender
@@ -224,7 +263,7 @@ def build_reply(request: Incoming, sender: str, answers: list[dict], note: str =
     subject = clean_text(request.subject) or "Animal photo"
     message["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
     message["Date"] = email.utils.format_datetime(now)
-    message["Message-ID"] = email.utils.make_msgid(domain=_domain_of(sender))
+    message["Message-ID"] = email.utils.make_msgid(idstring=REPLY_ID_TAG, domain=_domain_of(sender))
     if request.message_id:
         message["In-Reply-To"] = request.message_id
         chain = (request.references + [request.message_id])[-MAX_REFERENCES:]
@@ -232,14 +271,21 @@ def build_reply(request: Incoming, sender: str, answers: list[dict], note: str =
     # RFC 3834 section 5: mark the reply so that other responders stay quiet.
     message["Auto-Submitted"] = "auto-replied"
     message[MARK_HEADER] = REPLY_MARK
-    body = render_answers(answers) if answers else "No image was found in your message."
+    if protection.encrypts:
+        body = ENCRYPTED_REPLY_TEXT  # the answers themselves travel sealed only
+    else:
+        body = render_answers(answers) if answers else "No image was found in your message."
     if note:
         body = f"{note}\n\n{body}"
     message.set_content(body + "\n")
     payload = json.dumps(answers, ensure_ascii=False, indent=1).encode("utf-8")
-    message.add_attachment(payload, maintype="application", subtype="json",
-                           filename=ANSWERS_FILENAME)
+    protection.protect(message, [(ANSWERS_FILENAME, payload)], REPLY_MARK, _attach_answers)
     return message
+
+
+def _attach_answers(message: EmailMessage, files: list[tuple[str, bytes]]) -> None:
+    for name, payload in files:
+        message.add_attachment(payload, maintype="application", subtype="json", filename=name)
 
 
 def error_answers(request: Incoming, reason: str) -> list[dict]:
@@ -256,34 +302,117 @@ def _domain_of(address: str) -> str:
 
 # -- reading what the server receives ---------------------------------------
 
-def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits) -> Incoming:
+def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits,
+                   protection: Protection | None = None) -> Incoming:
     """Read one received message: its kind (request or why to ignore it) and its images."""
+    if len(raw) > limits.max_message_bytes:
+        problem = too_large_text(len(raw), limits.max_message_bytes)
+    else:
+        problem = structure_problem(raw, limits)
+    if problem:  # read no further than the headers
+        message = parse_bytes(header_block(raw))
+        return _with_problem(_incoming_from(message, own_addresses), problem, protection)
     message = parse_bytes(raw)
-    incoming = Incoming(
-        message_id=_first_id(_header(message, "Message-ID")),
-        sender=bare_address(_header(message, "From")),
-        subject=clean_text(_header(message, "Subject")),
-        references=message_ids(_header(message, "References"))[-MAX_REFERENCES:],
-        kind=REQUEST, reason="",
-    )
-    kind, reason = classify_kind(message, incoming.sender, own_addresses)
-    incoming.kind, incoming.reason = kind, reason
-    if kind == REQUEST:
-        if len(raw) > limits.max_message_bytes:
-            incoming.problems.append(too_large_text(len(raw), limits.max_message_bytes))
-        else:
-            incoming.images, problems = extract_images(message, limits)
-            incoming.problems.extend(problems)
+    incoming = _incoming_from(message, own_addresses)
+    if not incoming.is_request:
+        return incoming
+    files = None
+    if protection is not None and protection.active:
+        try:
+            protection.check(message, REQUEST_MARK)
+            if protection.encrypts:
+                files = protection.unseal(message, REQUEST_MARK)
+        except ProtectionError as exc:
+            incoming.protection_problem = str(exc)
+            return incoming
+    if files is not None:
+        incoming.images = images_from_files(files, limits)
+    else:
+        incoming.images, problems = extract_images(message, limits)
+        incoming.problems.extend(problems)
+    if not incoming.images and not incoming.problems and answers_our_reply(message):
+        incoming.kind = LOOP_GUARD
+        incoming.reason = "answers our reply and brings no photo (mail loop guard)"
     return incoming
 
 
 def parse_headers_only(raw_headers: bytes, own_addresses: Sequence[str], size: int,
-                       limits: Limits) -> Incoming:
+                       limits: Limits, protection: Protection | None = None) -> Incoming:
     """An over-size message read from its headers: its kind, and the size problem."""
-    incoming = parse_incoming(raw_headers, own_addresses, limits)
-    incoming.images = []
-    incoming.problems = [too_large_text(size, limits.max_message_bytes)]
+    incoming = _incoming_from(parse_bytes(header_block(raw_headers)), own_addresses)
+    return _with_problem(incoming, too_large_text(size, limits.max_message_bytes), protection)
+
+
+def _incoming_from(message: Message, own_addresses: Sequence[str]) -> Incoming:
+    """The headers' part of Incoming: ids, sender, subject and kind."""
+    sender, sender_problem = single_sender(message)
+    incoming = Incoming(
+        message_id=_first_id(_header(message, "Message-ID")),
+        sender=sender,
+        subject=clean_text(_header(message, "Subject")),
+        references=message_ids(_header(message, "References"))[-MAX_REFERENCES:],
+        kind=REQUEST, reason="",
+    )
+    incoming.kind, incoming.reason = classify_kind(message, sender, own_addresses, sender_problem)
     return incoming
+
+
+def _with_problem(incoming: Incoming, problem: str, protection: Protection | None) -> Incoming:
+    """A request whose body is not read: answered with ``problem``, or refused when
+    its signature would have to be checked first."""
+    if incoming.is_request:
+        incoming.problems.append(problem)
+        if protection is not None and protection.active:
+            incoming.protection_problem = f"cannot be checked: {problem.partition(' (')[0]}"
+    return incoming
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header section of a raw message (RFC 5322 section 2.1), at most 64 KiB."""
+    found = _BLANK_LINE.search(raw, 0, MAX_HEADER_BYTES)
+    return raw[:found.end()] if found else raw[:MAX_HEADER_BYTES]
+
+
+def structure_problem(raw: bytes, limits: Limits) -> str:
+    """Why the MIME structure is refused before parsing, or "" (see MAX_MULTIPART_CONTAINERS)."""
+    containers = 0
+    for _ in _MULTIPART.finditer(raw):
+        containers += 1
+        if containers > MAX_MULTIPART_CONTAINERS:
+            break
+    delimiters = raw.count(b"\n--")  # boundary delimiter lines (RFC 2046 section 5.1.1)
+    if containers > MAX_MULTIPART_CONTAINERS or delimiters > max(MIN_DELIMITER_LINES,
+                                                                 20 * limits.max_parts):
+        return (f"the message has far more than {limits.max_parts} MIME parts; "
+                "it was not read")
+    return ""
+
+
+def single_sender(message: Message) -> tuple[str, str]:
+    """The one From address, or "" and why there is none.
+
+    RFC 5322 section 3.6 allows one From field; the email package's legacy
+    parser (parseaddr) and its RFC 5322 header parser must both find the
+    same single address in it. Where they differ, mail programs differ too,
+    and a reply could go to an address the sender did not mean.
+    """
+    fields = sum(1 for name in message.keys() if name.lower() == "from")
+    if fields == 0:
+        return "", "no From header"
+    if fields > 1:
+        return "", "more than one From header"
+    legacy = bare_address(_header(message, "From"))
+    try:
+        header = message["From"]
+        modern = [address.addr_spec.lower() for address in header.addresses]
+        invalid = [d for d in header.defects if isinstance(d, email.errors.InvalidHeaderDefect)]
+    except Exception:  # noqa: BLE001 - the header parser on hostile input
+        return "", "a From header that cannot be read"
+    if not legacy:
+        return "", "no usable From address"
+    if len(modern) != 1 or invalid or modern[0] != legacy:
+        return "", "an ambiguous From header"
+    return legacy, ""
 
 
 def too_large_text(size: int, limit: int) -> str:
@@ -291,11 +420,12 @@ def too_large_text(size: int, limit: int) -> str:
             f"{limit / 1e6:.1f} MB): send fewer or smaller photos")
 
 
-def classify_kind(message: Message, sender: str, own_addresses: Sequence[str]) -> tuple[str, str]:
+def classify_kind(message: Message, sender: str, own_addresses: Sequence[str],
+                  sender_problem: str = "") -> tuple[str, str]:
     """REQUEST, or the kind of mail that must not be answered (RFC 3834 section 2)."""
     own = {address.lower() for address in own_addresses}
     if not sender:
-        return NO_SENDER, "no usable From address"
+        return NO_SENDER, sender_problem or "no usable From address"
     if sender in own:
         return OWN_MAIL, "our own mail"
     return_path = _header(message, "Return-Path").strip()
@@ -341,6 +471,27 @@ def extract_images(message: Message, limits: Limits) -> tuple[list[ImagePart], l
     return images, problems
 
 
+def images_from_files(files: list[tuple[str, bytes]], limits: Limits) -> list[ImagePart]:
+    """Image parts from decrypted (name, bytes) pairs, with the same per-image limits."""
+    images = []
+    for index, (raw_name, data) in enumerate(files, 1):
+        content_type = image_type_of(data, raw_name)
+        refusal = None
+        if index > limits.max_images:
+            refusal = f"over the limit of {limits.max_images} images per message"
+        elif not data:
+            refusal = "empty attachment"
+        images.append(ImagePart(name=safe_name(raw_name, index, content_type),
+                                content_type=content_type, data=data, refusal=refusal))
+    return images
+
+
+def answers_our_reply(message: Message) -> bool:
+    """True when In-Reply-To or References names one of our replies (REPLY_ID_TAG)."""
+    ids = message_ids(_header(message, "In-Reply-To")) + message_ids(_header(message, "References"))
+    return any(f".{REPLY_ID_TAG}@" in message_id for message_id in ids)
+
+
 def _image_part_type(part: Message) -> tuple[str | None, str | None]:
     content_type = part.get_content_type()
     try:
@@ -371,8 +522,8 @@ def _first_id(value: str) -> str:
 
 # -- reading replies on the client -----------------------------------------
 
-def parse_reply(raw: bytes) -> Reply:
-    """The ids a reply answers, and its contract answers (JSON part)."""
+def parse_reply(raw: bytes, protection: Protection | None = None) -> Reply:
+    """The ids a reply answers, and its contract answers (JSON part, or sealed with keys)."""
     message = parse_bytes(raw)
     answers = None
     text = ""
@@ -391,10 +542,38 @@ def parse_reply(raw: bytes) -> Reply:
                 text = part.get_content()
             except Exception:
                 text = _payload(part).decode("utf-8", "replace")
-    return Reply(in_reply_to=message_ids(_header(message, "In-Reply-To")),
-                 references=message_ids(_header(message, "References")),
-                 answers=answers, text=str(text),
-                 from_animalid=_header(message, MARK_HEADER).strip().lower() == REPLY_MARK)
+    reply = Reply(in_reply_to=message_ids(_header(message, "In-Reply-To")),
+                  references=message_ids(_header(message, "References")),
+                  answers=answers, text=str(text),
+                  from_animalid=_header(message, MARK_HEADER).strip().lower() == REPLY_MARK)
+    if protection is not None and protection.active:
+        _check_reply(message, reply, protection)
+    return reply
+
+
+def _check_reply(message: Message, reply: Reply, protection: Protection) -> None:
+    """Keep the answers only when the reply passes the signature / decryption check.
+
+    A signed reply that carries only errors may come unencrypted: the server
+    sends its notice about a request that failed the check that way, since
+    the client may lack the key to open anything else.
+    """
+    try:
+        if protection.signs:
+            protection.verify(message, REPLY_MARK)
+        if protection.encrypts:
+            if sealed_parts(message):
+                sealed = dict(protection.unseal(message, REPLY_MARK))
+                reply.answers = _answers_from_json(sealed.get(ANSWERS_FILENAME, b""))
+            elif not (protection.signs and _errors_only(reply.answers)):
+                raise ProtectionError("not encrypted (encryption is required)")
+    except ProtectionError as exc:
+        reply.protection_problem = str(exc)
+        reply.answers = None
+
+
+def _errors_only(answers: list[dict] | None) -> bool:
+    return bool(answers) and all(set(answer) == {"file", "error"} for answer in answers)
 
 
 def reply_headers_match(raw_headers: bytes, outstanding: set[str] | dict) -> str | None:

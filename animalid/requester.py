@@ -14,18 +14,27 @@ requests are consumed (deleted) once read, duplicates included.
 several requests can be outstanding at once; ``wait`` blocks until given
 requests are answered or the timeout passes (``AnswerTimeout``, exit
 status 3).
+
+With ``[security]`` keys (protection.py) requests are signed and/or
+encrypted, and a reply that fails the check is refused: logged, left in the
+mailbox, and its request kept waiting for a genuine answer (so a forged
+reply cannot stand in for the real one). ``duplicate_replies`` counts the
+extra copies of answers that were consumed, per request (see the README,
+"Reliability").
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Callable, Iterable, Sequence
 
 from .config import Config
 from .errors import AuthError, ExitStatus, TransientError, UnreachableError
 from .mailbox import Mailbox, MailRef, TooLarge, open_mailbox
 from .messages import build_request, parse_reply, reply_headers_match
+from .protection import Protection
 from .transport import Account, Endpoint, SmtpSender, backoff_delay, send_with_retry
 
 log = logging.getLogger(__name__)
@@ -57,6 +66,7 @@ class Requester:
         self.timeout = section.get_float("timeout", 120.0, 0.1)
         self.sender = SmtpSender(Endpoint.from_config(config, "smtp"), self.account)
         self.mailbox: Mailbox = open_mailbox(config, "client", receive)
+        self.protection = Protection.from_config(config)
         self.outstanding: dict[str, float] = {}  # Message-ID -> time sent
         self._answered: set[str] = set()  # for consuming duplicate replies too
         self._ready: dict[str, list[dict]] = {}  # collected, not yet handed out by wait()
@@ -64,6 +74,8 @@ class Requester:
         self._failures = 0
         self._retry_at = 0.0
         self.last_error: Exception | None = None  # the latest mailbox trouble, for reports
+        self.duplicate_replies: Counter[str] = Counter()  # Message-ID -> extra copies dropped
+        self.refused_replies: dict[str, str] = {}  # Message-ID -> why its reply was refused
 
     def __enter__(self) -> "Requester":
         return self
@@ -84,7 +96,8 @@ class Requester:
         """Mail ``images`` ((name, bytes) pairs) to the server; returns the Message-ID."""
         if not images:
             raise ValueError("send() needs at least one image")
-        message = build_request(self.account.address, self.server_address, images)
+        message = build_request(self.account.address, self.server_address, images,
+                                protection=self.protection)
         message_id = message["Message-ID"]
         # Listen before sending, so IDLE is already watching when the reply lands.
         self._prepare_mailbox()
@@ -161,8 +174,10 @@ class Requester:
         if isinstance(self.last_error, UnreachableError):
             return UnreachableError(f"no answer: {self.last_error}")
         count = len(pending)
+        refused = sorted({self.refused_replies[m] for m in pending if m in self.refused_replies})
+        detail = f"; replies refused: {'; '.join(refused)}" if refused else ""
         return AnswerTimeout(f"no answer from {self.server_address} within {timeout:g} s "
-                             f"({count} request{'s' if count != 1 else ''} unanswered)",
+                             f"({count} request{'s' if count != 1 else ''} unanswered{detail})",
                              answers=got, missing=pending)
 
     def _collect(self) -> list[tuple[str, list[dict]]]:
@@ -182,31 +197,48 @@ class Requester:
         mine_refs = [ref for ref in refs if ref.key in mine]
         bodies = self.mailbox.fetch([r for r in mine_refs if mine[r.key] in self.outstanding],
                                     MAX_REPLY_BYTES)
+        consumed = []
         for ref in mine_refs:
             message_id = mine[ref.key]
             if message_id not in self.outstanding:
                 log.debug("dropping a duplicate reply to %s", message_id)
+                self.duplicate_replies[message_id] += 1
+                consumed.append(ref)
                 continue
-            results.append((message_id, self._answers_of(bodies.get(ref.key), message_id)))
+            answers = self._answers_of(bodies.get(ref.key), message_id)
+            if answers is None:  # refused: leave it there, keep waiting for a genuine one
+                self._not_ours.add(ref.key)
+                continue
+            results.append((message_id, answers))
             self.outstanding.pop(message_id, None)
             self._answered.add(message_id)
-        self.mailbox.delete(mine_refs)
+            consumed.append(ref)
+        self.mailbox.delete(consumed)
         self.mailbox.end_pass()
         if results and self.outstanding:
             self.mailbox.expect_more()  # more answers are likely on their way already
         return results
 
-    @staticmethod
-    def _answers_of(body, message_id: str) -> list[dict]:
+    def _answers_of(self, body, message_id: str) -> list[dict] | None:
+        """The answers a reply carries; None when it fails the [security] check."""
         if body is None:
             return [{"file": "(reply)", "error": "the reply vanished before it could be read"}]
         if isinstance(body, TooLarge):
+            if self.protection.active:
+                return self._refuse(message_id, f"too large to check ({body.size} bytes)")
             return [{"file": "(reply)", "error": f"the reply is too large ({body.size} bytes)"}]
-        reply = parse_reply(body)
+        reply = parse_reply(body, self.protection)
+        if reply.protection_problem:
+            return self._refuse(message_id, reply.protection_problem)
         if reply.answers is not None:
             return reply.answers
         text = " ".join(reply.text.split())[:300] or "no text"
         return [{"file": "(reply)", "error": f"the reply carried no answers: {text}"}]
+
+    def _refuse(self, message_id: str, reason: str) -> None:
+        log.warning("reply to %s refused: %s", message_id, reason)
+        self.refused_replies[message_id] = reason
+        return None
 
     def check_login(self) -> None:
         """Log in to both servers now (a wrong password fails here, before any photo)."""

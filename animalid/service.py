@@ -2,7 +2,7 @@
 
 For every new message, in this order: skip what the ledger already finished
 (found by mailbox key *and* RFC 5322 Message-ID, since Gmail's POP3 shows mail
-again), ignore what RFC 3834 says must not be answered (automatic mail,
+again; a second copy in the same pass waits for the first to finish), ignore what RFC 3834 says must not be answered (automatic mail,
 bounces, mailing lists, our own mail), refuse senders that are not allowed or
 over their hourly rate, classify the images of all waiting requests in one
 batch, then SEND the reply (RFC 5321 submission, see transport.py), RECORD it
@@ -16,6 +16,11 @@ recorded on POP3 -- and its sender is told. Transient trouble (a mail server
 down) is retried with capped exponential backoff and does not count as an
 attempt. One server per mailbox: a lock file (fcntl.flock) beside the state
 file. Each handled message gives one log line: id, sender, action, reason.
+
+With ``[security]`` keys (protection.py) a request must be signed and/or
+encrypted with them: one that fails is refused with a log line and kept in
+the mailbox, and only with ``notify_signature_failures`` is an allowed
+sender told (at most once an hour). Replies are signed / encrypted alike.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import Config
@@ -36,6 +41,7 @@ from .ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
 from .mailbox import Mailbox, MailRef, TooLarge, open_mailbox
 from .messages import (Incoming, Limits, build_reply, clean_text, error_answers,
                        parse_headers_only, parse_incoming)
+from .protection import Protection
 from .transport import (Account, MessageRejected, SmtpSender, backoff_delay, looks_like_address,
                         send_with_retry)
 
@@ -94,6 +100,7 @@ class ServerSettings:
     retry_max_delay: float
     limits: Limits
     allowed: AllowedSenders
+    protection: Protection = field(default_factory=Protection)
 
     @classmethod
     def from_config(cls, config: Config, receive: str | None = None) -> "ServerSettings":
@@ -109,6 +116,7 @@ class ServerSettings:
             retry_max_delay=section.get_float("retry_max_delay", 300.0, 0.1, 86400.0),
             limits=Limits.from_config(config),
             allowed=AllowedSenders.from_config(config),
+            protection=Protection.from_config(config),
         )
 
 
@@ -318,6 +326,7 @@ class Server:
         headers = self.mailbox.fetch_headers(too_large) if too_large else {}
         jobs: list[Job] = []
         done: list[MailRef] = []
+        ids_in_pass: set[str] = set()
         for ref in refs:
             content = contents.get(ref.key)
             if content is None and ref.key not in headers:
@@ -328,6 +337,13 @@ class Server:
                     self._set_aside_unreadable(ref)
                     stats.set_aside += 1
                 continue
+            if incoming.message_id in ids_in_pass:
+                # A second copy in the same pass (a client's retried submission, a
+                # replay): the next pass finds the first one finished and removes it.
+                stats.more_waiting = True
+                continue
+            if incoming.message_id:
+                ids_in_pass.add(incoming.message_id)
             job = Job(ref, incoming, attempts[ref.key])
             verdict = self._triage(job, stats)
             if verdict == "work":
@@ -342,10 +358,11 @@ class Server:
 
     def _read(self, ref: MailRef, content, header_bytes) -> Incoming | None:
         own = [self.settings.address]
+        limits, protection = self.settings.limits, self.settings.protection
         try:
             if isinstance(content, TooLarge):
-                return parse_headers_only(header_bytes or b"", own, content.size, self.settings.limits)
-            return parse_incoming(content, own, self.settings.limits)
+                return parse_headers_only(header_bytes or b"", own, content.size, limits, protection)
+            return parse_incoming(content, own, limits, protection)
         except Exception as exc:  # the email package on hostile input: count as a failed try
             log.warning("%s: cannot parse the message (%s: %s)", ref.key, type(exc).__name__,
                         clean_text(exc))
@@ -372,6 +389,10 @@ class Server:
             ledger.mark_ignored(ref.key, message_id, sender, "sender not allowed")
             stats.refused += 1
             return "keep"
+        if incoming.protection_problem:
+            self._refuse_unprotected(job)
+            stats.refused += 1
+            return "keep"
         if settings.rate_limit_per_hour and \
                 ledger.count_events(sender, RATE_WINDOW_S) >= settings.rate_limit_per_hour:
             self._refuse_over_rate(job)
@@ -396,6 +417,25 @@ class Server:
         self._log(job, "refused", reason)
         self.ledger.mark_ignored(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
 
+    def _refuse_unprotected(self, job: Job) -> None:
+        """A request from an allowed address that fails the [security] check.
+
+        The From may be forged -- that is what the check is for -- so the
+        sender is told only when configured, and at most once an hour.
+        """
+        reason = f"security check failed: {job.incoming.protection_problem}"
+        if self.settings.protection.notify_failures:
+            last_notice = self.ledger.last_event(job.incoming.sender, "security-notice")
+            if last_notice is None or time.time() - last_notice > RATE_WINDOW_S:
+                self.ledger.note_event(job.incoming.sender, "security-notice")
+                text = (f"Your request was not processed: {job.incoming.protection_problem}. "
+                        "Check that client and server share the same [security] keys.")
+                # Signed but not sealed: the sender may lack the key to open it.
+                self._send_notice(job, error_answers(job.incoming, text),
+                                  replace(self.settings.protection, encryption_key=None))
+        self._log(job, "refused", reason)
+        self.ledger.mark_ignored(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+
     def _set_aside(self, job: Job, reason: str, tell_sender: bool) -> None:
         if tell_sender:
             text = (f"Your message could not be processed ({reason}); it was set aside "
@@ -417,9 +457,12 @@ class Server:
         self.ledger.mark_set_aside(ref.key, reason=reason)
         log.info("%s from (unknown): set-aside (%s)", ref.key, reason)
 
-    def _send_notice(self, job: Job, answers: list[dict]) -> None:
+    def _send_notice(self, job: Job, answers: list[dict],
+                     protection: Protection | None = None) -> None:
+        protection = self.settings.protection if protection is None else protection
         try:
-            self._send(build_reply(job.incoming, self.settings.address, answers))
+            self._send(build_reply(job.incoming, self.settings.address, answers,
+                                   protection=protection))
         except MessageRejected as exc:
             log.warning("%s: could not tell %s: %s", job.incoming.message_id or job.ref.key,
                         job.incoming.sender, exc)
@@ -487,7 +530,8 @@ class Server:
             note = "\n".join(incoming.problems)
             answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
                                                    else "no image found in the message")
-            reply = build_reply(incoming, self.settings.address, answers, note=note)
+            reply = build_reply(incoming, self.settings.address, answers, note=note,
+                                protection=self.settings.protection)
             try:
                 self._send(reply)
             except MessageRejected as exc:

@@ -275,6 +275,21 @@ def test_restart_smtp(mailhub):
     assert imap_fetch(mailhub, c1, msg["Message-ID"]) is not None
 
 
+def test_fail_smtp_defers_the_named_senders_for_a_while(mailhub):
+    c1, c2 = mailhub.address("client1"), mailhub.address("client2")
+    mailhub.fail_smtp(451, for_seconds=1.5, senders=[c1])
+    try:
+        with pytest.raises(smtplib.SMTPSenderRefused) as err:
+            send_mx(mailhub, c1, c2)
+        assert err.value.smtp_code == 451
+        send_mx(mailhub, c2, c1)  # others pass meanwhile
+        time.sleep(1.6)
+        kept = send_mx(mailhub, c1, c2)  # and it ends by itself
+    finally:
+        mailhub.fail_smtp(for_seconds=0)
+    assert imap_fetch(mailhub, c2, kept["Message-ID"]) is not None
+
+
 # -- state, refusals, CLI ----------------------------------------------------
 
 

@@ -14,10 +14,10 @@ import pytest
 from animalid.config import load_config
 from animalid.errors import AuthError, ConfigError, PermanentError, TransientError, UnreachableError
 from animalid.ledger import ANSWERED, IGNORED, SEEN, SET_ASIDE, Ledger
-from animalid.messages import (AUTO_SUBMITTED, BOUNCE, MAILING_LIST, NO_SENDER, OWN_MAIL, REQUEST,
-                               Limits, build_reply, build_request, clean_text, error_answers,
-                               image_type_of, parse_incoming, parse_reply, reply_headers_match,
-                               safe_name)
+from animalid.messages import (AUTO_SUBMITTED, BOUNCE, LOOP_GUARD, MAILING_LIST, NO_SENDER, OWN_MAIL,
+                               REQUEST, Limits, build_reply, build_request, clean_text,
+                               error_answers, image_type_of, parse_incoming, parse_reply,
+                               reply_headers_match, safe_name)
 from animalid.service import AllowedSenders
 from animalid.transport import (Account, Endpoint, MessageRejected, backoff_delay,
                                 check_credentials_protected, send_with_retry, smtp_error,
@@ -435,3 +435,53 @@ def test_allowed_senders_rejects_nonsense(tmp_path):
     config = write_config(tmp_path, "[server]\nallowed_senders = everyone\n")
     with pytest.raises(ConfigError, match="allowed_senders"):
         AllowedSenders.from_config(config)
+
+
+# -- hostile mail (see also tests/test_hostile.py, end to end) ------------------------
+
+@pytest.mark.parametrize("from_lines, problem", [
+    ([b"client1@hub.test, client3@hub.test"], "ambiguous From"),
+    ([b"client1@hub.test <client3@hub.test>"], "ambiguous From"),
+    ([b"client3@hub.test", b"client1@hub.test"], "more than one From header"),
+    ([b"friends: client1@hub.test, client3@hub.test;"], "ambiguous From"),
+    ([], "no From header"),
+])
+def test_a_from_that_names_no_single_address_gets_no_answer(from_lines, problem):
+    raw = b"".join(b"From: " + line + b"\r\n" for line in from_lines)
+    raw += b"To: server@hub.test\r\nMessage-ID: <f@x.y>\r\nSubject: s\r\n\r\nbody\r\n"
+    request = parse_incoming(raw, [SERVER], LIMITS)
+    assert request.kind == NO_SENDER and request.sender == "" and problem in request.reason
+
+
+def test_a_single_from_in_any_spelling_is_read():
+    for value in (b"Ann <ANN@example.org>", b'"Smith, Ann" <ann@example.org>', b"ann@example.org (Ann)"):
+        raw = b"From: " + value + b"\r\nMessage-ID: <f@x.y>\r\n\r\nbody\r\n"
+        assert parse_incoming(raw, [SERVER], LIMITS).sender == "ann@example.org"
+
+
+def test_too_many_parts_or_nesting_is_refused_before_parsing():
+    many = (b'From: client1@hub.test\r\nContent-Type: multipart/mixed; boundary="p"\r\n\r\n'
+            + b"--p\r\nContent-Type: text/plain\r\n\r\nx\r\n" * 5000 + b"--p--\r\n")
+    deep = b"From: client1@hub.test\r\n" + b"".join(
+        b'Content-Type: multipart/mixed; boundary="d%d"\r\n\r\n--d%d\r\n' % (i, i) for i in range(2000))
+    for raw in (many, deep):
+        request = parse_incoming(raw, [SERVER], LIMITS)
+        assert request.kind == REQUEST and request.images == []
+        assert "far more than 50 MIME parts" in request.problems[0]
+
+
+def test_mail_answering_our_reply_without_a_photo_is_not_answered():
+    request = incoming(build_request(CLIENT, SERVER, [("tiger.png", PNG)]))
+    reply = build_reply(request, SERVER, [ANSWER])
+    assert ".animalid-reply@" in reply["Message-ID"]
+    thanks = plain_mail(In_Reply_To=reply["Message-ID"])
+    thanks.clear_content()
+    thanks.set_content("thanks!")
+    assert incoming(thanks).kind == LOOP_GUARD
+    with_photo = plain_mail(In_Reply_To=reply["Message-ID"])  # a new photo in the same thread
+    assert incoming(with_photo).kind == REQUEST
+
+
+def test_format_characters_are_dropped_from_file_names():
+    assert safe_name("cat\u202egnp.exe", 1, "image/png") == "catgnp.exe"
+    assert safe_name("tiger\u200b.png", 1, "image/png") == "tiger.png"

@@ -4,22 +4,15 @@ Nothing is mocked: the hub is Dovecot plus the SMTP front (tests/hubfixture.py),
 the server is animalid.service.Server running in a thread with the session's
 classifier (or server.py as a process for --once), and the client is the
 Requester or client.py as a process. Each test gets its own config file and
-server state file; every mailbox is emptied before each test.
+server state file; every mailbox is emptied before each test. The helpers
+live in tests/e2e_helpers.py, shared with the robustness tests.
 """
 
 from __future__ import annotations
 
-import configparser
 import json
-import os
-import smtplib
-import ssl
-import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -30,163 +23,10 @@ from animalid.mailbox import open_mailbox
 from animalid.messages import build_request, parse_bytes
 from animalid.requester import Requester
 from animalid.service import Server
+from tests.e2e_helpers import (CLIENTS, PHOTOS, assert_answers, configs, drop_connections,  # noqa: F401
+                               ledger_state, mailbox_messages, make_config, photo, run_cli,
+                               running_server, send_from_outside, send_raw, wait_for)
 from tests.hubfixture import mailhub  # noqa: F401  (the session's hub)
-
-ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = Path(__file__).resolve().parent / "photos"
-CLIENTS = ("client1", "client2", "client3", "client4")
-FAMILY = {"tiger.png": "Felidae", "dog.png": "Canidae", "bison.png": "Bovidae"}
-
-
-# -- helpers ------------------------------------------------------------------
-
-def photo(name: str) -> bytes:
-    return (PHOTOS / name).read_bytes()
-
-
-def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3",
-                server_receive: str = "pop3", client_password: str | None = None,
-                **server_settings) -> Path:
-    """A config.ini for this hub: the repository's file with ports, secrets and paths filled in."""
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
-    parser.read(ROOT / "config.ini")
-    parser["hub"].update(domain=hub.domain, clients=", ".join(CLIENTS), state_dir=str(hub.state))
-    for protocol, port, security in (("smtp", "submission", "starttls"), ("imap", "imaps", "tls"),
-                                     ("pop3", "pop3s", "tls")):
-        parser[protocol].update(host="127.0.0.1", port=str(hub.ports[port]), security=security,
-                                ca_file=str(hub.ca_file), timeout="10")
-    secrets = Path(hub.state) / "secrets"
-    parser["client"].update(
-        address=f"{client}@{hub.domain}", username=f"{client}@{hub.domain}",
-        password_env="", server_address=hub.server, receive=receive, poll_interval="0.1",
-        password_command=(f"echo {client_password}" if client_password
-                          else f"cat {secrets / client}"))
-    parser["server"].update(
-        address=hub.server, username=hub.server, password_env="",
-        password_command=f"cat {secrets / 'server'}", receive=server_receive, poll_interval="0.1",
-        state_file=str(folder / "server-state.sqlite"))
-    parser["server"].update({key: str(value) for key, value in server_settings.items()})
-    for key in ("model", "knowledge_base"):
-        parser["classifier"][key] = str((ROOT / parser["classifier"][key]).resolve())
-    path = folder / f"config-{client}-{receive}.ini"
-    with open(path, "w", encoding="utf-8") as handle:
-        parser.write(handle)
-    return path
-
-
-@contextmanager
-def running_server(config_path: Path, classifier, receive: str | None = None):
-    """Server.run() in a thread; stopped and checked for errors at the end."""
-    server = Server(load_config(config_path), classifier=classifier, receive=receive).open()
-    failure: list[BaseException] = []
-
-    def serve():
-        try:
-            server.run()
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=serve, name="animalid-server", daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(15)
-        server.close()
-    assert not thread.is_alive(), "the server did not stop"
-    assert not failure, f"the server failed: {failure[0]!r}"
-
-
-def mailbox_messages(config_path: Path, role: str) -> list[bytes]:
-    """Every message in a role's INBOX (IMAP, headers and body, leaving them there)."""
-    with open_mailbox(load_config(config_path), role, "imap") as box:
-        refs = box.list()
-        return [data for data in box.fetch(refs, 50_000_000).values()]
-
-
-def empty_mailbox(config_path: Path, role: str) -> None:
-    with open_mailbox(load_config(config_path), role, "imap") as box:
-        box.delete(box.list())
-
-
-def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def ledger_state(config_path: Path, message_id: str) -> str | None:
-    state_file = load_config(config_path).section("server").get_path("state_file")
-    if not state_file.exists():
-        return None
-    with Ledger(state_file) as ledger:
-        record = ledger.final_by_message_id(message_id)
-        return record.state if record else None
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def drop_connections(port: int) -> int:
-    """Kill the hub's processes serving established connections on ``port``; how many."""
-    import psutil
-
-    pids = {conn.pid for conn in psutil.net_connections(kind="tcp")
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_ESTABLISHED
-            and conn.pid and conn.pid != os.getpid()}
-    for pid in pids:
-        psutil.Process(pid).kill()
-    return len(pids)
-
-
-def send_raw(hub, config_path: Path, message: EmailMessage, sender: str) -> None:
-    """Submit a hand-made message as ``sender`` (a hub account) over STARTTLS."""
-    local = sender.partition("@")[0]
-    password = (Path(hub.state) / "secrets" / local).read_text()
-    with smtplib.SMTP("127.0.0.1", hub.ports["submission"], timeout=10) as smtp:
-        smtp.starttls(context=ssl.create_default_context(cafile=str(hub.ca_file)))
-        smtp.login(sender, password)
-        smtp.send_message(message, from_addr=sender)
-
-
-def send_from_outside(hub, message: EmailMessage) -> None:
-    """Deliver like mail from the internet: the hub's MX listener, no AUTH."""
-    with smtplib.SMTP("127.0.0.1", hub.ports["smtp_mx"], timeout=10) as smtp:
-        smtp.send_message(message)
-
-
-@pytest.fixture
-def configs(mailhub, tmp_path):  # noqa: F811
-    """config(client, receive, server_receive, **server settings) -> path; all mailboxes emptied."""
-    made = {}
-
-    def config(client: str = "client1", receive: str = "pop3", server_receive: str = "pop3",
-               **settings) -> Path:
-        key = (client, receive, server_receive, tuple(sorted(settings.items())))
-        if key not in made:
-            made[key] = make_config(mailhub, tmp_path, client, receive, server_receive, **settings)
-        return made[key]
-
-    first = config()
-    empty_mailbox(first, "server")
-    for client in CLIENTS:
-        empty_mailbox(config(client), "client")
-    return config
-
-
-def assert_answers(answers: list[dict], names: list[str]) -> None:
-    assert [answer["file"] for answer in answers] == names
-    for answer, name in zip(answers, names):
-        assert "error" not in answer, answer
-        assert answer["taxonomy"]["family"] == FAMILY[name.rpartition("-")[2]], answer
-        assert 0 <= answer["probability"] <= 100 and answer["alternatives"]
 
 
 # -- round trips --------------------------------------------------------------

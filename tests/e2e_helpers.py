@@ -1,0 +1,375 @@
+"""Helpers shared by the end-to-end tests: configs for the session's hub, the server in a
+thread or as a real process, and reading mailboxes and the server's ledger.
+
+Nothing here mocks a mail protocol or the model: the hub is Dovecot plus the SMTP front
+(tests/hubfixture.py), the server is animalid.service.Server (in a thread, with the
+session's classifier) or server.py (a process of its own, so it can be killed with
+SIGKILL and its memory measured), and mailboxes are read over IMAP.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import smtplib
+import sqlite3
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from animalid.config import load_config
+from animalid.ledger import Ledger
+from animalid.mailbox import open_mailbox
+from animalid.messages import message_ids, parse_bytes
+from animalid.service import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = Path(__file__).resolve().parent / "photos"
+CLIENTS = ("client1", "client2", "client3", "client4")
+FAMILY = {"tiger.png": "Felidae", "dog.png": "Canidae", "bison.png": "Bovidae"}
+
+
+# -- helpers ------------------------------------------------------------------
+
+def photo(name: str) -> bytes:
+    return (PHOTOS / name).read_bytes()
+
+
+def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3",
+                server_receive: str = "pop3", client_password: str | None = None,
+                security_settings: dict | None = None, name: str | None = None,
+                **server_settings) -> Path:
+    """A config.ini for this hub: the repository's file with ports, secrets and paths filled in.
+
+    ``security_settings`` fills in [security] (protection.py); ``name`` picks the file name.
+    """
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.read(ROOT / "config.ini")
+    parser["hub"].update(domain=hub.domain, clients=", ".join(CLIENTS), state_dir=str(hub.state))
+    for protocol, port, security in (("smtp", "submission", "starttls"), ("imap", "imaps", "tls"),
+                                     ("pop3", "pop3s", "tls")):
+        parser[protocol].update(host="127.0.0.1", port=str(hub.ports[port]), security=security,
+                                ca_file=str(hub.ca_file), timeout="10")
+    secrets = Path(hub.state) / "secrets"
+    parser["client"].update(
+        address=f"{client}@{hub.domain}", username=f"{client}@{hub.domain}",
+        password_env="", server_address=hub.server, receive=receive, poll_interval="0.1",
+        password_command=(f"echo {client_password}" if client_password
+                          else f"cat {secrets / client}"))
+    parser["server"].update(
+        address=hub.server, username=hub.server, password_env="",
+        password_command=f"cat {secrets / 'server'}", receive=server_receive, poll_interval="0.1",
+        state_file=str(folder / "server-state.sqlite"))
+    parser["server"].update({key: str(value) for key, value in server_settings.items()})
+    for key in ("model", "knowledge_base"):
+        parser["classifier"][key] = str((ROOT / parser["classifier"][key]).resolve())
+    if security_settings:
+        parser["security"].update({key: str(value) for key, value in security_settings.items()})
+    path = folder / (name or f"config-{client}-{receive}.ini")
+    with open(path, "w", encoding="utf-8") as handle:
+        parser.write(handle)
+    return path
+
+
+@contextmanager
+def running_server(config_path: Path, classifier, receive: str | None = None):
+    """Server.run() in a thread; stopped and checked for errors at the end."""
+    server = Server(load_config(config_path), classifier=classifier, receive=receive).open()
+    failure: list[BaseException] = []
+
+    def serve():
+        try:
+            server.run()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=serve, name="animalid-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(15)
+        server.close()
+    assert not thread.is_alive(), "the server did not stop"
+    assert not failure, f"the server failed: {failure[0]!r}"
+
+
+def mailbox_messages(config_path: Path, role: str) -> list[bytes]:
+    """Every message in a role's INBOX (IMAP, headers and body, leaving them there)."""
+    with open_mailbox(load_config(config_path), role, "imap") as box:
+        refs = box.list()
+        return [data for data in box.fetch(refs, 50_000_000).values()]
+
+
+def empty_mailbox(config_path: Path, role: str) -> None:
+    with open_mailbox(load_config(config_path), role, "imap") as box:
+        box.delete(box.list())
+
+
+def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ledger_state(config_path: Path, message_id: str) -> str | None:
+    state_file = load_config(config_path).section("server").get_path("state_file")
+    if not state_file.exists():
+        return None
+    with Ledger(state_file) as ledger:
+        record = ledger.final_by_message_id(message_id)
+        return record.state if record else None
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def drop_connections(port: int) -> int:
+    """Kill the hub's processes serving established connections on ``port``; how many."""
+    import psutil
+
+    pids = {conn.pid for conn in psutil.net_connections(kind="tcp")
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+            and conn.pid and conn.pid != os.getpid()}
+    for pid in pids:
+        psutil.Process(pid).kill()
+    return len(pids)
+
+
+def send_raw(hub, config_path: Path, message: EmailMessage, sender: str) -> None:
+    """Submit a hand-made message as ``sender`` (a hub account) over STARTTLS."""
+    local = sender.partition("@")[0]
+    password = (Path(hub.state) / "secrets" / local).read_text()
+    with smtplib.SMTP("127.0.0.1", hub.ports["submission"], timeout=10) as smtp:
+        smtp.starttls(context=ssl.create_default_context(cafile=str(hub.ca_file)))
+        smtp.login(sender, password)
+        smtp.send_message(message, from_addr=sender)
+
+
+def send_from_outside(hub, message: EmailMessage) -> None:
+    """Deliver like mail from the internet: the hub's MX listener, no AUTH."""
+    with smtplib.SMTP("127.0.0.1", hub.ports["smtp_mx"], timeout=10) as smtp:
+        smtp.send_message(message)
+
+
+@pytest.fixture
+def configs(mailhub, tmp_path):  # noqa: F811
+    """config(client, receive, server_receive, **server settings) -> path; all mailboxes emptied."""
+    made = {}
+
+    def config(client: str = "client1", receive: str = "pop3", server_receive: str = "pop3",
+               **settings) -> Path:
+        key = (client, receive, server_receive, tuple(sorted(settings.items())))
+        if key not in made:
+            made[key] = make_config(mailhub, tmp_path, client, receive, server_receive, **settings)
+        return made[key]
+
+    first = config()
+    empty_mailbox(first, "server")
+    for client in CLIENTS:
+        empty_mailbox(config(client), "client")
+    return config
+
+
+def assert_answers(answers: list[dict], names: list[str]) -> None:
+    assert [answer["file"] for answer in answers] == names
+    for answer, name in zip(answers, names):
+        assert "error" not in answer, answer
+        assert answer["taxonomy"]["family"] == FAMILY[name.rpartition("-")[2]], answer
+        assert 0 <= answer["probability"] <= 100 and answer["alternatives"]
+
+
+# -- the server as a process of its own ----------------------------------------------
+
+class ServerProcess:
+    """server.py in a process of its own: killable with SIGKILL, its memory measurable.
+
+    Its log (stderr) goes to ``log_path``, appended across restarts, so every
+    run's lines stay readable. ``cwd`` is where it runs: a test can check that
+    nothing but its state appears there.
+    """
+
+    def __init__(self, config_path: Path, log_path: Path, cwd: Path | None = None,
+                 receive: str | None = None):
+        self.config_path, self.log_path = Path(config_path), Path(log_path)
+        self.cwd = Path(cwd) if cwd else self.log_path.parent
+        self.receive = receive
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.exit_codes: list[int] = []  # of runs that ended, in order
+
+    def start(self, ready_timeout: float = 180.0) -> "ServerProcess":
+        """Start server.py; returns once it watches the mailbox (the model is loaded)."""
+        args = [sys.executable, str(ROOT / "server.py"), "--config", str(self.config_path)]
+        if self.receive:
+            args += ["--receive", self.receive]
+        already = self.log_text().count(" watching ")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log)
+        self.starts += 1
+        wait_for(lambda: self.log_text().count(" watching ") > already or not self.alive(),
+                 timeout=ready_timeout, what="server.py to start watching")
+        assert self.alive(), f"server.py exited at start:\n{self.log_text()[-3000:]}"
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        """SIGKILL: no cleanup at all, as a power cut or the OOM killer would do."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.exit_codes.append(self.proc.wait(10))
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as systemd would: the server finishes the message at hand and exits 0."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+        self.exit_codes.append(code)
+        return code
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def rss(self) -> int:
+        import psutil
+
+        return psutil.Process(self.pid).memory_info().rss
+
+    def peak_rss(self) -> int:
+        """The kernel's high-water mark of resident memory (VmHWM), in bytes."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc status")
+
+    def reset_peak_rss(self) -> bool:
+        """Reset VmHWM to the current RSS (Linux >= 4.0, "5" to clear_refs); False if refused."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+
+# -- reading outcomes --------------------------------------------------------------------
+
+def state_file_of(config_path: Path) -> Path:
+    return load_config(config_path).section("server").get_path("state_file")
+
+
+def ledger_states(config_path: Path) -> dict[str, str]:
+    """Message-ID -> final state, read-only (the server may be writing meanwhile)."""
+    path = state_file_of(config_path)
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = db.execute("SELECT message_id, state FROM messages WHERE message_id != '' "
+                          "AND state IN ('answered', 'set_aside', 'ignored')").fetchall()
+    finally:
+        db.close()
+    return dict(rows)
+
+
+def replies_by_request(config_path: Path, role: str = "client",
+                       with_bodies: bool = False) -> dict[str, list[bytes]]:
+    """In-Reply-To id -> the replies (raw headers, or whole messages) in a role's INBOX.
+
+    Reads without deleting, so duplicates can be counted.
+    """
+    found: dict[str, list[bytes]] = {}
+    with open_mailbox(load_config(config_path), role, "imap") as box:
+        refs = box.list()
+        data = box.fetch(refs, 50_000_000) if with_bodies else box.fetch_headers(refs)
+        for raw in data.values():
+            if not isinstance(raw, bytes):
+                continue
+            for message_id in message_ids(parse_bytes(raw).get("In-Reply-To", ""))[:1]:
+                found.setdefault(message_id, []).append(raw)
+    return found
+
+
+# -- delivering ----------------------------------------------------------------------
+
+def submit(hub, sender: str, message: EmailMessage | bytes, recipients: list[str] | None = None,
+           deadline_s: float = 60.0) -> None:
+    """Submit as ``sender`` (a hub account) over STARTTLS, retrying 4xx and dropped
+    connections as a mail client's outbox would, so a hub in trouble loses nothing."""
+    local = sender.partition("@")[0]
+    password = (Path(hub.state) / "secrets" / local).read_text()
+    recipients = recipients or [hub.server]
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            with smtplib.SMTP("127.0.0.1", hub.ports["submission"], timeout=10) as smtp:
+                smtp.starttls(context=ssl.create_default_context(cafile=str(hub.ca_file)))
+                smtp.login(sender, password)
+                if isinstance(message, bytes):
+                    smtp.sendmail(sender, recipients, message)
+                else:
+                    smtp.send_message(message, from_addr=sender, to_addrs=recipients)
+            return
+        except (smtplib.SMTPResponseException, smtplib.SMTPServerDisconnected, OSError) as exc:
+            code = getattr(exc, "smtp_code", 0)
+            if code >= 500 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def send_mx(hub, raw: bytes, mail_from: str, recipients: list[str] | None = None) -> None:
+    """Deliver raw bytes like mail from the internet: the hub's MX listener, no AUTH."""
+    with smtplib.SMTP("127.0.0.1", hub.ports["smtp_mx"], timeout=30) as smtp:
+        smtp.sendmail(mail_from, recipients or [hub.server], raw)
+
+
+def deliver_lmtp(hub, raw: bytes, recipient: str, mail_from: str) -> None:
+    """Put raw bytes straight into a Dovecot mailbox (LMTP, RFC 2033), past the SMTP
+    front and its size limit, as a provider with a larger limit would."""
+    lmtp = smtplib.LMTP(hub.lmtp_socket, timeout=120)
+    try:
+        lmtp.ehlo()
+        code, _ = lmtp.mail(mail_from)
+        assert code == 250, code
+        code, _ = lmtp.rcpt(recipient)
+        assert code == 250, code
+        code, reply = lmtp.data(raw)
+        assert code == 250, (code, reply)
+    finally:
+        try:
+            lmtp.quit()
+        except (smtplib.SMTPException, OSError):
+            lmtp.close()
+
+
+def to_crlf(raw: bytes) -> bytes:
+    """Line ends as they travel over SMTP (RFC 5321 section 2.3.8)."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
