@@ -64,6 +64,7 @@ import json
 import logging
 import os
 import pwd
+import random
 import re
 import secrets
 import shutil
@@ -937,6 +938,22 @@ class _SmtpFront:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.loop.shutdown_default_executor()
+
+
+def start_on_free_offset(state_dir: str, tries: int = 5, **kwargs) -> "MailHub":
+    """Start a private hub (tests, benchmarks) on a random port offset.
+
+    The offset is far from the default one, so it never meets a hub the user
+    runs; a port that happens to be taken means another try elsewhere.
+    """
+    for attempt in range(tries):
+        hub = MailHub(state_dir, port_offset=random.randint(20000, 40000), **kwargs)
+        try:
+            return hub.start()
+        except HubError as exc:
+            if "already in use" not in str(exc) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _bind_error(name: str, port: int, exc: OSError) -> str:

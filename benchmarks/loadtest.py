@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from animalid.config import load_config  # noqa: E402
 from animalid.errors import AnimalIdError, TransientError  # noqa: E402
-from animalid.mailhub import HubError, MailHub  # noqa: E402
+from animalid.mailhub import MailHub, start_on_free_offset  # noqa: E402
 from animalid.requester import Requester  # noqa: E402
 from tests.e2e_helpers import (FAMILY, ServerProcess, ledger_states, make_config,  # noqa: E402
                                replies_by_request)
@@ -67,17 +67,6 @@ class Outcome:
 
 
 # -- the pieces -----------------------------------------------------------------
-
-def start_hub(state: str, clients: list[str]) -> MailHub:
-    for attempt in range(5):
-        hub = MailHub(state, port_offset=random.randint(20000, 40000), clients=clients)
-        try:
-            return hub.start()
-        except HubError as exc:
-            if "already in use" not in str(exc) or attempt == 4:
-                raise
-    raise AssertionError("unreachable")
-
 
 def client_loop(config_path: Path, photos: dict[str, bytes], count: int, pace: float,
                 deadline: float, outcome: Outcome) -> None:
@@ -216,7 +205,7 @@ def run(args) -> int:
     state = tempfile.mkdtemp(prefix="mhload", dir="/tmp")
     work = Path(tempfile.mkdtemp(prefix="loadtest-"))
     photos = {name: (ROOT / "tests" / "photos" / name).read_bytes() for name in PHOTOS}
-    hub = start_hub(state, clients)
+    hub = start_on_free_offset(state, clients=clients)
     server = None
     try:
         # Kills count as failed tries (the design's guard against a mail that crashes

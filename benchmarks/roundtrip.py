@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import configparser
 import logging
-import random
 import shutil
 import statistics
 import sys
@@ -42,23 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from animalid.config import load_config  # noqa: E402
-from animalid.mailhub import HubError, MailHub  # noqa: E402
+from animalid.mailhub import MailHub, start_on_free_offset  # noqa: E402
 from animalid.requester import Requester  # noqa: E402
 from animalid.service import Server, load_classifier  # noqa: E402
 
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"
 CLIENTS = ("bench1", "bench2", "bench3", "bench4")
-
-
-def start_hub(state: str) -> MailHub:
-    for attempt in range(5):
-        hub = MailHub(state, port_offset=random.randint(20000, 40000), clients=CLIENTS)
-        try:
-            return hub.start()
-        except HubError as exc:
-            if "already in use" not in str(exc) or attempt == 4:
-                raise
-    raise AssertionError("unreachable")
 
 
 def write_config(hub: MailHub, folder: Path, receive: str, poll: float, client: str = CLIENTS[0]):
@@ -194,7 +182,7 @@ def main(argv=None) -> int:
 
     image = PHOTO.read_bytes()
     state = tempfile.mkdtemp(prefix="mhb", dir="/tmp")  # short: Dovecot socket paths
-    hub = start_hub(state)
+    hub = start_on_free_offset(state, clients=CLIENTS)
     try:
         folder = Path(state)
         pop3 = write_config(hub, folder, "pop3", args.poll)

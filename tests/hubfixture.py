@@ -10,13 +10,12 @@ every copy shares the same running hub.
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 
 import pytest
 
-from animalid.mailhub import HubError, MailHub
+from animalid.mailhub import MailHub, start_on_free_offset
 
 CLIENTS = ("client1", "client2", "client3", "client4")
 
@@ -26,26 +25,13 @@ _hub: MailHub | None = None
 _users = 0
 
 
-def start_test_hub(state_dir: str, tries: int = 5, **kwargs) -> MailHub:
-    """Start a hub on a random port offset, far from a hub a user may run."""
-    for attempt in range(tries):
-        offset = random.randint(20000, 40000)
-        hub = MailHub(state_dir, port_offset=offset, **kwargs)
-        try:
-            return hub.start()
-        except HubError as exc:
-            if "already in use" not in str(exc) or attempt == tries - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture(scope="session")
 def mailhub():
     global _hub, _users
     if _hub is None:
         # Short path under /tmp: Dovecot's unix sockets are limited to 108 bytes.
         state = tempfile.mkdtemp(prefix="mh", dir="/tmp")
-        _hub = start_test_hub(state, clients=CLIENTS)
+        _hub = start_on_free_offset(state, clients=CLIENTS)
     _users += 1
     try:
         yield _hub
