@@ -30,6 +30,8 @@ Settings live in config.ini (default: the one beside this program):
             auth = xoauth2 with token_command), server_address, how to wait
             (receive = imap | pop3, poll_interval) and timeout
   [smtp] [imap] [pop3]  the mail servers (host, port, security, ca_file)
+  [camera]  webcam source, resolution, JPEG quality and size, save_dir
+  [security]  optional signing/encryption keys shared with the server
 Without --image the webcam is used, where that module is installed.
 """
 

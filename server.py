@@ -28,6 +28,9 @@ Settings live in config.ini (default: the one beside this program):
             ask (allowed_senders), limits, rate limit, state_file
   [imap] [pop3] [smtp]  the mail servers (host, port, security, ca_file)
   [classifier]  the model and answer thresholds
+  [security]  optional HMAC signatures and AES-GCM encryption shared with the
+            clients (keys from *_env / *_command); with a key set, unsigned
+            requests are refused
 Only one server may watch a mailbox at a time (a lock beside state_file).
 """
 
