@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 import time
 from contextlib import ExitStack
 
@@ -47,15 +46,6 @@ def start_or_reuse_hub(config):
     return hub
 
 
-def run_server_in_background(config):
-    from .service import Server
-
-    server = Server(config).open()
-    thread = threading.Thread(target=server.run, name="animal-server", daemon=True)
-    thread.start()
-    return server, thread
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m animalid.demo",
@@ -70,6 +60,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from client import read_images
     from .requester import Requester
+    from .service import Server, serving_in_background
 
     try:
         images = read_images(args.photos)
@@ -79,9 +70,7 @@ def main(argv=None) -> int:
             if hub is not None:
                 cleanup.callback(hub.stop)
             print("demo: loading the classifier and starting the server ...", file=sys.stderr)
-            server, thread = run_server_in_background(config)
-            cleanup.callback(thread.join, 10)
-            cleanup.callback(server.stop)
+            cleanup.enter_context(serving_in_background(Server(config).open()))
             with Requester(config) as requester:
                 started = time.monotonic()
                 message_id = requester.send(images)

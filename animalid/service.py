@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import threading
+from contextlib import contextmanager
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -565,6 +566,35 @@ class Server:
 
 def _count(items: list, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+@contextmanager
+def serving_in_background(server: "Server", join_timeout: float = 15.0):
+    """``server.run()`` in a thread for the length of a ``with`` block.
+
+    At the end the server is stopped and closed; a failure inside the thread,
+    or a server that would not stop, is raised here instead of being lost.
+    """
+    failure: list[BaseException] = []
+
+    def serve():
+        try:
+            server.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=serve, name="animalid-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(join_timeout)
+        server.close()
+    if thread.is_alive():
+        raise RuntimeError("the server did not stop")
+    if failure:
+        raise RuntimeError(f"the server failed: {failure[0]!r}") from failure[0]
 
 
 def load_classifier(config: Config):

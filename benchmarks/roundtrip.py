@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from animalid.config import load_config  # noqa: E402
 from animalid.mailhub import MailHub, start_on_free_offset  # noqa: E402
 from animalid.requester import Requester  # noqa: E402
-from animalid.service import Server, load_classifier  # noqa: E402
+from animalid.service import Server, load_classifier, serving_in_background  # noqa: E402
 
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"
 CLIENTS = ("bench1", "bench2", "bench3", "bench4")
@@ -76,15 +76,8 @@ def write_config(hub: MailHub, folder: Path, receive: str, poll: float, client: 
 
 @contextmanager
 def running_server(config, classifier):
-    server = Server(config, classifier=classifier).open()
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
+    with serving_in_background(Server(config, classifier=classifier).open()) as server:
         yield server
-    finally:
-        server.stop()
-        thread.join(15)
-        server.close()
 
 
 class NullClassifier:

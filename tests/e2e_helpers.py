@@ -17,7 +17,6 @@ import sqlite3
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from email.message import EmailMessage
@@ -29,7 +28,7 @@ from animalid.config import load_config
 from animalid.ledger import Ledger
 from animalid.mailbox import open_mailbox
 from animalid.messages import message_ids, parse_bytes
-from animalid.service import Server
+from animalid.service import Server, serving_in_background
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = Path(__file__).resolve().parent / "photos"
@@ -83,24 +82,8 @@ def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3
 def running_server(config_path: Path, classifier, receive: str | None = None):
     """Server.run() in a thread; stopped and checked for errors at the end."""
     server = Server(load_config(config_path), classifier=classifier, receive=receive).open()
-    failure: list[BaseException] = []
-
-    def serve():
-        try:
-            server.run()
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=serve, name="animalid-server", daemon=True)
-    thread.start()
-    try:
+    with serving_in_background(server):
         yield server
-    finally:
-        server.stop()
-        thread.join(15)
-        server.close()
-    assert not thread.is_alive(), "the server did not stop"
-    assert not failure, f"the server failed: {failure[0]!r}"
 
 
 def mailbox_messages(config_path: Path, role: str) -> list[bytes]:
