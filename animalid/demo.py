@@ -25,16 +25,9 @@ log = logging.getLogger(__name__)
 
 def start_or_reuse_hub(config):
     """A started MailHub we own, or None when one already runs on the state folder."""
-    from .mailhub import MailHub
+    from .mailhub import MailHub, hub_settings
 
-    hub_section = config.section("hub")
-    hub = MailHub(
-        state_dir=str(hub_section.get_path("state_dir")),
-        listen=hub_section.get("listen", "127.0.0.1"),
-        port_offset=hub_section.get_int("port_offset", 1000, 0, 64000),
-        clients=tuple(hub_section.get_list("clients", "client1")),
-        domain=hub_section.get("domain", "hub.test"),
-    )
+    hub = MailHub(**hub_settings(config))
     try:
         hub.start()
     except AnimalIdError as exc:

@@ -1290,18 +1290,54 @@ def _check_traversable(path: Path) -> None:
 # Command line
 
 
+def hub_settings(config) -> dict:
+    """MailHub keyword arguments from config.ini [hub], the one place the demo,
+    the CLI and the client/server settings agree on (state_dir is relative to
+    the config file, like every path there)."""
+    section = config.section("hub")
+    return {
+        "state_dir": str(section.get_path("state_dir", DEFAULT_STATE_DIR)),
+        "listen": section.get("listen", "127.0.0.1"),
+        "port_offset": section.get_int("port_offset", DEFAULT_PORT_OFFSET, 0, 64000),
+        "clients": tuple(section.get_list("clients", ",".join(DEFAULT_CLIENTS))),
+        "domain": section.get("domain", DEFAULT_DOMAIN),
+    }
+
+
+def _settings_for(args) -> dict:
+    """[hub] from --config (default: config.ini when present), then the flags on top."""
+    from animalid.config import DEFAULT_CONFIG, load_config
+
+    settings = {"state_dir": DEFAULT_STATE_DIR, "listen": "127.0.0.1",
+                "port_offset": DEFAULT_PORT_OFFSET, "clients": DEFAULT_CLIENTS,
+                "domain": DEFAULT_DOMAIN}
+    config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if config_path is not None:
+        config = load_config(config_path)
+        if config.has_section("hub"):
+            settings.update(hub_settings(config))
+    flags = {"state_dir": args.state, "listen": getattr(args, "listen", None),
+             "port_offset": getattr(args, "port_offset", None), "domain": getattr(args, "domain", None),
+             "clients": tuple(args.client) if getattr(args, "client", None) else None}
+    settings.update({key: value for key, value in flags.items() if value is not None})
+    return settings
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m animalid.mailhub",
         description="Run the local mail hub (Dovecot IMAP/POP3 + SMTP) until SIGINT/SIGTERM.",
     )
-    p.add_argument("--state", default=DEFAULT_STATE_DIR, help="state folder (default: %(default)s)")
-    p.add_argument("--listen", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port-offset", type=int, default=DEFAULT_PORT_OFFSET,
-                   help="added to each standard port (default: %(default)s)")
+    p.add_argument("--config", metavar="FILE",
+                   help="settings file whose [hub] section gives the defaults below "
+                        "(default: config.ini beside the programs)")
+    p.add_argument("--state", help=f"state folder (default: [hub] state_dir, else {DEFAULT_STATE_DIR})")
+    p.add_argument("--listen", help="address to listen on (default: [hub] listen, else 127.0.0.1)")
+    p.add_argument("--port-offset", type=int,
+                   help=f"added to each standard port (default: [hub] port_offset, else {DEFAULT_PORT_OFFSET})")
     p.add_argument("--client", action="append", metavar="NAME",
-                   help="client account (repeatable; default: client1 and client2)")
-    p.add_argument("--domain", default=DEFAULT_DOMAIN, help="mail domain (default: %(default)s)")
+                   help="client account (repeatable; default: [hub] clients, else client1 and client2)")
+    p.add_argument("--domain", help=f"mail domain (default: [hub] domain, else {DEFAULT_DOMAIN})")
     p.add_argument("--hostname", help="extra DNS name for the server certificate")
     p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
                    help="largest message accepted (default: %(default)s)")
@@ -1311,12 +1347,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="local part (client1) or full address")
     # SUPPRESS: otherwise the subcommand's default would overwrite a --state
     # given before the subcommand name.
-    s.add_argument("--state", default=argparse.SUPPRESS, help="state folder (default: .mailhub)")
+    s.add_argument("--state", default=argparse.SUPPRESS, help="state folder (default: as above)")
     return p
 
 
 def _cmd_secret(args) -> int:
-    state = Path(args.state)
+    state = Path(_settings_for(args)["state_dir"])
     password = _read_secret(state, _local_part(args.name))
     if password is None:
         raise HubError(f"no password for {args.name!r} in {state}/secrets (start the hub once first)")
@@ -1337,11 +1373,8 @@ def _cmd_serve(args) -> int:
     # Installed before start(), so a signal during start still stops cleanly.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    hub = MailHub(
-        args.state, listen=args.listen, port_offset=args.port_offset,
-        clients=args.client or DEFAULT_CLIENTS, domain=args.domain,
-        max_message_bytes=args.max_message_bytes, hostname=args.hostname,
-    )
+    hub = MailHub(**_settings_for(args), max_message_bytes=args.max_message_bytes,
+                  hostname=args.hostname)
     hub.start()
     status = 0
     try:
@@ -1363,7 +1396,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.command == "secret":
             return _cmd_secret(args)
         return _cmd_serve(args)
-    except HubError as exc:
+    except PermanentError as exc:  # HubError, or a bad --config / [hub] setting
         print(f"mailhub: error: {exc}", file=sys.stderr)
         return int(exc.exit_status)
 
