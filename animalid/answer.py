@@ -53,6 +53,7 @@ class AnswerBuilder:
         self.rules = rules
         self.top_k = top_k
         self.animal_indices = [i for i in range(len(self.labels)) if i in kb]
+        self.other_indices = [i for i in range(len(self.labels)) if i not in kb]
         self._lineages = {i: kb.entries[i].lineage() for i in self.animal_indices}
 
     def build(self, file: str, probabilities: Sequence[float]) -> dict:
@@ -132,7 +133,7 @@ class AnswerBuilder:
         return self._abstention(file, COULD_NOT_IDENTIFY, probs[best], alternatives)
 
     def _not_an_animal(self, file, probs, animal_mass, alternatives) -> dict:
-        others = [i for i in range(len(probs)) if i not in self.kb]
+        others = self.other_indices
         best = max(others, key=lambda i: probs[i]) if others else None
         answer = self._abstention(file, NO_ANIMAL, 1.0 - animal_mass, alternatives)
         if best is not None:
