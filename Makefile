@@ -1,5 +1,6 @@
 # make demo   install what is missing, then identify a photo through the local mail hub
-# make test   install what is missing, then run the test suite
+# make test   install what is missing, then check the import contracts and run the test suite
+# make test-unit  the fast tests alone (pytest -m unit)
 # make bench  print the speed and accuracy figures quoted in the README
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,11 +15,11 @@ APT_PACKAGES := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd xvfb xdot
 STAMP  := $(VENV)/.installed
 PHOTO  ?= tests/photos/tiger.png
 
-.PHONY: install demo test bench clean-hub
+.PHONY: install demo test test-unit bench clean-hub
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt
+$(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt pyproject.toml
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
 	  ( $(SUDO) apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) )
@@ -26,13 +27,21 @@ $(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -r requirements/no-deps.txt
+	# The package itself, editable: tests and benchmarks import it, never a path.
+	$(PIP) install -q --no-deps -e .
 	touch $@
 
 demo: $(STAMP)
 	$(PY) -m animalid.demo $(PHOTO)
 
+# The import contracts first (pyproject.toml), then every test.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# The fast tests alone: no mail hub, no network model, no window.
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -m unit
 
 bench: $(STAMP)
 	$(PY) benchmarks/classifier_speed.py

@@ -1,107 +1,12 @@
 #!/usr/bin/env python3
-"""server.py (PC 2): answer photos that arrive by mail with what animal they show.
+"""server.py (PC 2): watch the mailbox and answer every photo with the animal it shows.
 
-Watches the mailbox of config.ini [server] by IMAP IDLE or POP3 polling, runs
-the classifier on every image of every allowed request, and replies by SMTP
-with a readable text and the answers as JSON. See animalid/service.py for the
-rules (RFC 3834 automatic replies, deduplication, rate limits, retries).
+The code lives in ``animalid.cli.server``; ``python server.py --help`` says how to use it.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
-import signal
 import sys
 
-from animalid.config import DEFAULT_CONFIG, load_config
-from animalid.errors import AnimalIdError, ExitStatus
-
-DESCRIPTION = """\
-Watch a mailbox, identify the animal in every photo that arrives, and answer
-each request by mail (a readable text plus the answers as JSON).
-
-Settings live in config.ini (default: the one beside this program):
-  [server]  the mailbox address, login (password or xoauth2 token, taken from
-            password_env / password_command, never from the file itself),
-            how to watch it (receive = imap | pop3, poll_interval), who may
-            ask (allowed_senders), limits, rate limit, state_file
-  [imap] [pop3] [smtp]  the mail servers (host, port, security, ca_file)
-  [classifier]  the model and answer thresholds
-  [security]  optional HMAC signatures and AES-GCM encryption shared with the
-            clients (keys from *_env / *_command); with a key set, unsigned
-            requests are refused
-Only one server may watch a mailbox at a time (a lock beside state_file).
-"""
-
-EPILOG = """\
-exit status: 0 done (--once) or stopped, 1 error, 2 bad settings,
-4 login refused, 5 mail server unreachable, 130 interrupted (Ctrl-C).
-examples:
-  python server.py                    serve until Ctrl-C
-  python server.py --once             answer what is waiting, then exit (cron)
-  python server.py --receive pop3 -v  poll by POP3 and log more
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="server.py", description=DESCRIPTION, epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help=f"settings file (default: {DEFAULT_CONFIG.name} beside server.py)")
-    parser.add_argument("--once", action="store_true",
-                        help="handle the mail waiting now, then exit (for cron)")
-    parser.add_argument("--receive", choices=("imap", "pop3"),
-                        help="override [server] receive: imap (IDLE) or pop3 (polling)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
-    return parser
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Only our own loggers go to debug: library debug logs may show protocol lines.
-    logging.getLogger("animalid").setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    server = None
-
-    def on_sigterm(signum, frame):
-        # systemd / docker stop: finish the message at hand, then exit 0.
-        if server is None:
-            raise KeyboardInterrupt
-        server.stop()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        from animalid.service import Server
-
-        config = load_config(args.config)
-        server = Server(config, receive=args.receive)
-        server.open()
-        server.run(once=args.once)
-        return ExitStatus.OK
-    except KeyboardInterrupt:
-        print("server.py: stopped", file=sys.stderr)
-        return ExitStatus.INTERRUPTED
-    except AnimalIdError as exc:
-        print(f"server.py: error: {exc}", file=sys.stderr)
-        return exc.exit_status
-    except Exception as exc:  # a bug or an OS failure: still one line (the log has more with -v)
-        logging.getLogger("animalid").debug("unexpected error", exc_info=True)
-        print(f"server.py: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitStatus.ERROR
-    finally:
-        if server is not None:
-            try:
-                server.close()
-            except KeyboardInterrupt:
-                pass
-
+from animalid.cli.server import main
 
 if __name__ == "__main__":
-    sys.exit(int(main()))
+    sys.exit(main())

@@ -1,9 +1,16 @@
 """animalid: identify animals in photos sent by email.
 
-The package holds everything behind the top-level programs: configuration,
-the mail hub, mail transport, message formats, the answer contract and the
-camera front end. ``classifier.py`` at the top level is the only module that
-imports PyTorch; nothing in this package does.
+Layers, each importing only those below it (pyproject.toml's import-linter
+contracts check this):
+
+* ``cli``: the command-line programs and the one error-to-exit-status runner;
+* ``server`` and ``client``: the mail service (PC 2) and the requester and camera (PC 1);
+* ``mail`` and ``recognition``: mail transport and formats; the network and its
+  knowledge base (the only package that imports PyTorch). They never import each other;
+* ``config``, ``errors`` and ``contract``: settings, the exception tree, the answer contract.
+
+``devhub`` (the local mail hub for development and tests) stands apart: it
+imports only ``config`` and ``errors``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

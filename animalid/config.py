@@ -1,5 +1,12 @@
 """Reading ``config.ini``: typed settings with errors that name file, section and key.
 
+``DEFAULTS`` below is the one table of default values: a key left out of the
+file takes its value from there, and nowhere else in the code holds a default
+for a setting. ``config.ini`` as shipped repeats the table exactly (a test
+keeps the two equal), so deleting a line from it changes nothing. A key the
+table does not know is an error that suggests the nearest known one, so a
+typo is never silently ignored.
+
 The file is plain configparser INI and holds no secrets. A secret (password or
 OAuth2 token) is named by ``<name>_env`` (an environment variable) or
 ``<name>_command`` (a command whose standard output is the secret; it runs
@@ -11,6 +18,7 @@ working directory.
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
 import shlex
 import subprocess
@@ -21,6 +29,110 @@ from typing import Iterable
 from .errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.ini"
+# The one table of defaults: config.ini as shipped holds exactly these values.
+# Secrets never have a default here, only where they come from.
+DEFAULTS: dict[str, dict[str, str]] = {
+    "hub": {
+        "state_dir": ".mailhub",
+        "listen": "127.0.0.1",
+        "domain": "hub.test",
+        "port_offset": "1000",
+        "clients": "client1, client2",
+    },
+    "smtp": {
+        "host": "127.0.0.1",
+        "port": "1587",
+        "security": "starttls",
+        "ca_file": ".mailhub/ca.pem",
+        "timeout": "30",
+    },
+    "imap": {
+        "host": "127.0.0.1",
+        "port": "1993",
+        "security": "tls",
+        "ca_file": ".mailhub/ca.pem",
+        "timeout": "30",
+        "folder": "INBOX",
+        "idle_refresh": "1500",
+    },
+    "pop3": {
+        "host": "127.0.0.1",
+        "port": "1995",
+        "security": "tls",
+        "ca_file": ".mailhub/ca.pem",
+        "timeout": "30",
+    },
+    "client": {
+        "address": "client1@hub.test",
+        "username": "",  # empty: the same as address
+        "auth": "password",
+        "password_env": "ANIMALID_CLIENT_PASSWORD",
+        "password_command": "cat .mailhub/secrets/client1",
+        "token_env": "",
+        "token_command": "",
+        "server_address": "server@hub.test",
+        "receive": "imap",
+        "poll_interval": "1.0",
+        "timeout": "120",
+    },
+    "camera": {
+        "source": "0",
+        "width": "1280",
+        "height": "720",
+        "warmup_frames": "10",
+        "jpeg_quality": "85",
+        "max_side": "1280",
+        "save_dir": "",
+    },
+    "server": {
+        "address": "server@hub.test",
+        "username": "",  # empty: the same as address
+        "auth": "password",
+        "password_env": "ANIMALID_SERVER_PASSWORD",
+        "password_command": "cat .mailhub/secrets/server",
+        "token_env": "",
+        "token_command": "",
+        "receive": "imap",
+        "poll_interval": "0.1",
+        "allowed_senders": "hub",
+        "state_file": ".mailhub/server-state.sqlite",
+        "max_attempts": "3",
+        "failed_folder": "Failed",
+        "answered_folder": "",
+        "retry_max_delay": "300",
+        "max_message_bytes": "25000000",
+        "max_parts": "50",
+        "max_images": "10",
+        "max_image_pixels": "40000000",
+        "rate_limit_per_hour": "120",
+    },
+    "security": {
+        "signing_key_env": "",
+        "signing_key_command": "",
+        "encryption_key_env": "",
+        "encryption_key_command": "",
+        "signature_max_age": "604800",
+        "notify_signature_failures": "no",
+    },
+    "classifier": {
+        "model": "models/efficientnet_lite2.json",
+        "knowledge_base": "animal_image.json",
+        "device": "auto",
+        "threads": "0",
+        "top_k": "3",
+        "allow_pickle": "no",
+        "species_threshold": "0.90",
+        "genus_threshold": "0.80",
+        "family_threshold": "0.55",
+        "order_threshold": "0.55",
+        "class_threshold": "0.50",
+        "phylum_threshold": "0.20",
+        "rank_threshold": "0.5",
+        "min_confidence": "0.20",
+        "animal_threshold": "0.20",
+    },
+}
+
 _MISSING = object()
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
@@ -41,7 +153,9 @@ def load_config(path: str | os.PathLike | None = None) -> "Config":
     except configparser.Error as exc:
         message = str(exc).replace("\n", " ")
         raise ConfigError(f"{path}: not a valid INI file: {message}") from None
-    return Config(path.resolve(), parser)
+    config = Config(path.resolve(), parser)
+    config.check_known_keys()
+    return config
 
 
 @dataclass
@@ -54,12 +168,31 @@ class Config:
         return self.path.parent
 
     def has_section(self, name: str) -> bool:
+        """Whether the file itself has the section (defaults aside)."""
         return self.parser.has_section(name)
 
     def section(self, name: str) -> "Section":
-        if not self.parser.has_section(name):
+        if name not in DEFAULTS and not self.parser.has_section(name):
             raise ConfigError(f"{self.path}: section [{name}] is missing")
         return Section(self, name)
+
+    def check_known_keys(self) -> None:
+        """A ConfigError for the first section or key the defaults table does not know."""
+        for name in self.parser.sections():
+            if name not in DEFAULTS:
+                raise ConfigError(f"{self.path}: unknown section [{name}]{_nearest(name, DEFAULTS)}")
+            for key in self.parser.options(name):
+                if f"{key}_env" in DEFAULTS[name]:  # e.g. "password = hunter2"
+                    raise ConfigError(f"{self.path}: [{name}] {key}: secrets never go in this file; "
+                                      f"name where it comes from with {key}_env or {key}_command")
+                if key not in DEFAULTS[name]:
+                    raise ConfigError(f"{self.path}: [{name}] {key}: unknown setting"
+                                      f"{_nearest(key, DEFAULTS[name])}")
+
+
+def _nearest(word: str, known) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 @dataclass
@@ -73,12 +206,18 @@ class Section:
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self._where(key)}: {problem}")
 
+    def raw(self, key: str) -> str:
+        """The file's value when the key is there (even empty), else the table's default."""
+        if self.config.parser.has_option(self.name, key):
+            return self.config.parser.get(self.name, key).strip()
+        return DEFAULTS.get(self.name, {}).get(key, "")
+
     def has(self, key: str) -> bool:
-        value = self.config.parser.get(self.name, key, fallback="")
-        return value.strip() != ""
+        return self.raw(key) != ""
 
     def get(self, key: str, fallback=_MISSING) -> str:
-        value = self.config.parser.get(self.name, key, fallback="").strip()
+        """The value, or ``fallback`` when it is empty; without one, empty is an error."""
+        value = self.raw(key)
         if value:
             return value
         if fallback is _MISSING:
@@ -149,14 +288,24 @@ class Section:
         """The secret ``name`` from ``<name>_env`` or ``<name>_command``.
 
         The environment variable wins, so a deployment can override the
-        command without editing the file. The value itself is never logged or
-        put into an error message.
+        command without editing the file. The two keys are one setting: when
+        the file names either, the other takes no default. A variable that is
+        set but empty is an error that names it (an empty password is never
+        what was meant). The value itself is never logged or put into an
+        error message.
         """
         env_key, command_key = f"{name}_env", f"{name}_command"
-        variable = self.get(env_key, "")
-        if variable and os.environ.get(variable):
+        parser = self.config.parser
+        own = parser.has_option(self.name, env_key) or parser.has_option(self.name, command_key)
+
+        def source(key: str) -> str:
+            return parser.get(self.name, key, fallback="").strip() if own else self.raw(key)
+
+        variable, command = source(env_key), source(command_key)
+        if variable and variable in os.environ:
+            if not os.environ[variable].strip():
+                raise self.error(env_key, f"environment variable {variable} is set but empty")
             return os.environ[variable]
-        command = self.get(command_key, "")
         if command:
             return self._run_secret_command(command_key, command)
         if not required:

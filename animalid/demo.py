@@ -1,83 +1,8 @@
-"""One command for the whole story on one machine: hub, server, client, answer.
+"""Alias kept for ``python -m animalid.demo``: the one-command demo in ``animalid.cli.demo``."""
 
-``python -m animalid.demo PHOTO...`` (or ``make demo``) starts the local mail
-hub from config.ini [hub] (or uses the one already running on that state
-folder), starts the server on its mailbox, mails the photos from the client
-account exactly as ``client.py --image`` would, prints the server's answer and
-shuts down what it started. Everything travels through real SMTP, IMAP and
-Dovecot on loopback; nothing is shortcut.
-"""
-
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-import time
-from contextlib import ExitStack
 
-from .answer import render_answers
-from .config import load_config
-from .errors import AnimalIdError, ExitStatus
-
-log = logging.getLogger(__name__)
-
-
-def start_or_reuse_hub(config):
-    """A started MailHub we own, or None when one already runs on the state folder."""
-    from .mailhub import MailHub, hub_settings
-
-    hub = MailHub(**hub_settings(config))
-    try:
-        hub.start()
-    except AnimalIdError as exc:
-        if "already running" not in str(exc):
-            raise
-        print(f"demo: using the mail hub that is already running ({hub.state})", file=sys.stderr)
-        return None
-    print(f"demo: {hub.ready_line()}", file=sys.stderr)
-    return hub
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m animalid.demo",
-        description="Identify photos through the local mail hub: starts the hub and the server, "
-                    "mails the photos from the client account and prints the answer.")
-    parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files to identify")
-    parser.add_argument("--config", metavar="FILE", help="settings file (default: config.ini)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the server does")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from client import read_images
-    from .requester import Requester
-    from .service import Server, serving_in_background
-
-    try:
-        images = read_images(args.photos)
-        config = load_config(args.config)
-        with ExitStack() as cleanup:
-            hub = start_or_reuse_hub(config)
-            if hub is not None:
-                cleanup.callback(hub.stop)
-            print("demo: loading the classifier and starting the server ...", file=sys.stderr)
-            cleanup.enter_context(serving_in_background(Server(config).open()))
-            with Requester(config) as requester:
-                started = time.monotonic()
-                message_id = requester.send(images)
-                print(f"demo: mailed {len(images)} photo(s) as {message_id}; waiting ...", file=sys.stderr)
-                answers = requester.wait([message_id], timeout=args.timeout)[message_id]
-            print(f"demo: answered in {time.monotonic() - started:.2f} s\n", file=sys.stderr)
-            print(render_answers(answers))
-    except AnimalIdError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        return ExitStatus.INTERRUPTED
-    return ExitStatus.OK
-
+from animalid.cli.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"
 
 # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so a child of this
@@ -55,7 +54,7 @@ def main() -> int:
     args = parser.parse_args()
 
     classify_rss = peak_rss_mb(
-        "sys.path.insert(0, '.'); from animalid.config import load_config; from classifier import Classifier; "
+        "from animalid.config import load_config; from animalid.recognition.classifier import Classifier; "
         f"c = Classifier.from_config(load_config()); c.classify([('x', open({str(PHOTO)!r}, 'rb').read())] * 16)")
     torch_rss = peak_rss_mb("import torch, torchvision")
     cold = statistics.median(timed_process([sys.executable, "classifier.py", "--json", str(PHOTO)])
@@ -67,7 +66,7 @@ def main() -> int:
           f"{100 * torch_import / cold:.0f}%)")
 
     from animalid.config import load_config
-    from classifier import Classifier
+    from animalid.recognition.classifier import Classifier
 
     classifier = Classifier.from_config(load_config())
     data = PHOTO.read_bytes()
@@ -80,7 +79,7 @@ def main() -> int:
     print(f"latency per image, batch 1: {1000 * statistics.median(latencies):.1f} ms median, "
           f"{1000 * percentile(latencies, 0.95):.1f} ms p95 ({args.runs} runs)")
 
-    import classifier as classifier_module
+    import animalid.recognition.classifier as classifier_module
 
     best = (0.0, 0)
     items = [(f"img{i}", data) for i in range(32)]

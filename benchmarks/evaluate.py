@@ -27,11 +27,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from animalid.answer import AnswerBuilder, AnswerRules  # noqa: E402
+from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.config import load_config  # noqa: E402
-from animalid.knowledge import RANKS  # noqa: E402
+from animalid.recognition.knowledge import RANKS  # noqa: E402
 
 BINOMIAL = re.compile(r"^([A-Z][a-z]+ [a-z]+(?: [a-z]+)?)")
 
@@ -124,14 +123,15 @@ def main() -> int:
     parser.add_argument("--show-wrong", action="store_true", help="list the wrong answers")
     args = parser.parse_args()
 
-    from classifier import Classifier, _build_transform
+    from animalid.recognition.classifier import Classifier
+    from animalid.recognition.model import build_transform
 
     rows = read_truth(args.folder)
     classifier = Classifier.from_config(load_config(args.config))
     if args.fit:
         classifier.spec.fit = args.fit
-        classifier.transform = _build_transform(classifier.spec)
-    from animalid.images import load_image
+        classifier.transform = build_transform(classifier.spec)
+    from animalid.recognition.images import load_image
     tensors = [classifier.transform(load_image(args.folder / row["file"])) for row in rows]
     probs_list = []
     for start in range(0, len(tensors), 16):

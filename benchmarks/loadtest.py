@@ -42,12 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from animalid.config import load_config  # noqa: E402
 from animalid.errors import AnimalIdError, TransientError  # noqa: E402
-from animalid.mailhub import MailHub, start_on_free_offset  # noqa: E402
-from animalid.requester import Requester  # noqa: E402
+from animalid.devhub.hub import MailHub, start_on_free_offset  # noqa: E402
+from animalid.client.requester import Requester  # noqa: E402
 from tests.e2e_helpers import (FAMILY, ServerProcess, ledger_states, make_config,  # noqa: E402
                                replies_by_request)
 

@@ -38,12 +38,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from animalid.config import load_config  # noqa: E402
-from animalid.mailhub import MailHub, start_on_free_offset  # noqa: E402
-from animalid.requester import Requester  # noqa: E402
-from animalid.service import Server, load_classifier, serving_in_background  # noqa: E402
+from animalid.devhub.hub import MailHub, start_on_free_offset  # noqa: E402
+from animalid.client.requester import Requester  # noqa: E402
+from animalid.server.service import Server, load_classifier, serving_in_background  # noqa: E402
 
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"
 CLIENTS = ("bench1", "bench2", "bench3", "bench4")

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from animalid.config import load_config
-from animalid.ledger import Ledger
-from animalid.mailbox import open_mailbox
-from animalid.messages import message_ids, parse_bytes
-from animalid.service import Server, serving_in_background
+from animalid.server.ledger import Ledger
+from animalid.mail.mailbox import open_mailbox
+from animalid.mail.messages import message_ids, parse_bytes
+from animalid.server.service import Server, serving_in_background
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = Path(__file__).resolve().parent / "photos"

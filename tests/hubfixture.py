@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from animalid.mailhub import MailHub, start_on_free_offset
+from animalid.devhub.hub import MailHub, start_on_free_offset
 
 CLIENTS = ("client1", "client2", "client3", "client4")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from animalid.answer import AnswerBuilder, AnswerRules, headline, render_text
-from animalid.knowledge import load_knowledge_base
+from animalid.recognition.answer import AnswerBuilder, AnswerRules
+
+from animalid.contract import headline, render_text
+from animalid.recognition.knowledge import load_knowledge_base
 from tests.conftest import ROOT
 
 RULES = AnswerRules(rank_threshold=0.5, min_confidence=0.2, animal_threshold=0.2,

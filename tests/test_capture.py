@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 import pytest
 
-from animalid import capture
-from animalid.answer import headline, warnings_of
+from animalid.client import capture
+from animalid.contract import headline, warnings_of
 from animalid.errors import ExitStatus
 from tests.hubfixture import mailhub  # noqa: F401  (the fixture)
 from tests.test_roundtrip import make_config
@@ -129,7 +129,7 @@ def expected_card(jpeg: bytes, name: str, number: int, answers: list[dict]) -> n
 
 def test_importing_capture_loads_neither_opencv_nor_numpy():
     # client.py imports the module for its options on every start.
-    code = ("import sys, animalid.capture; "
+    code = ("import sys, animalid.client.capture; "
             "print(sorted(m for m in ('cv2', 'numpy', 'PIL', 'torch') if m in sys.modules))")
     out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -286,8 +286,7 @@ def test_archive_keeps_each_shot_with_its_answer(tmp_path):
 STAND_IN_DRIVER = r'''
 import argparse, json, sys, time
 from pathlib import Path
-sys.path.insert(0, sys.argv.pop(1))
-from animalid import capture
+from animalid.client import capture
 from animalid.config import load_config
 
 class StandInRequester:
@@ -338,7 +337,7 @@ def stand_in(tmp_path, video):
     spool = tmp_path / "spool"
 
     def argv(*extra: str, delays: str = "0.3") -> list[str]:
-        return [PYTHON, str(driver), str(ROOT), "--config", str(config), "--spool", str(spool),
+        return [PYTHON, str(driver), "--config", str(config), "--spool", str(spool),
                 "--delays", delays, "--animals", json.dumps([TIGER, DOG]), *extra]
     return argv, spool
 

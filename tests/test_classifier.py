@@ -10,7 +10,7 @@ import sys
 import pytest
 from PIL import Image
 
-from animalid.answer import CONTRACT_KEYS, render_text
+from animalid.contract import CONTRACT_KEYS, render_text
 from animalid.errors import ModelError
 from tests.conftest import ROOT
 
@@ -129,7 +129,8 @@ def test_custom_torchscript_model_with_seed_knowledge_base(tmp_path):
     """A user's own checkpoint: TorchScript plus a seed-format knowledge base."""
     import torch
 
-    from classifier import Classifier, ModelSpec
+    from animalid.recognition.classifier import Classifier
+    from animalid.recognition.model import ModelSpec
 
     class MeanColour(torch.nn.Module):
         # Scores "red", "green", "blue" by the mean of each channel.
@@ -152,7 +153,8 @@ def test_custom_torchscript_model_with_seed_knowledge_base(tmp_path):
 def test_pickled_model_needs_explicit_opt_in(tmp_path):
     import torch
 
-    from classifier import Classifier, ModelSpec
+    from animalid.recognition.classifier import Classifier
+    from animalid.recognition.model import ModelSpec
 
     torch.save(torch.nn.Identity(), tmp_path / "model.pkl")
     spec = ModelSpec.load(write_description(tmp_path, "model.pkl", "pickle", ["a"]))
@@ -161,7 +163,8 @@ def test_pickled_model_needs_explicit_opt_in(tmp_path):
 
 
 def test_damaged_weights_are_named(tmp_path):
-    from classifier import Classifier, ModelSpec
+    from animalid.recognition.classifier import Classifier
+    from animalid.recognition.model import ModelSpec
 
     (tmp_path / "w.pth").write_bytes(b"garbage")
     spec = ModelSpec.load(write_description(tmp_path, "w.pth", "state_dict", "imagenet-1k"))

@@ -33,24 +33,28 @@ def test_broken_ini_is_named(tmp_path):
 
 
 def test_missing_key_names_file_section_and_key(tmp_path):
-    section = load_config(write(tmp_path, "[smtp]\nport = 25\n")).section("smtp")
+    # A key left out takes the default; one written empty has no value at all.
+    section = load_config(write(tmp_path, "[smtp]\nport = 25\nhost =\n")).section("smtp")
     with pytest.raises(ConfigError, match=r"settings.ini: \[smtp\] host: missing"):
         section.get("host")
 
 
 def test_missing_section_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"section \[imap\] is missing"):
-        load_config(write(tmp_path, "[smtp]\n")).section("imap")
+    # Known sections fall back to the defaults table; an unknown one is named.
+    with pytest.raises(ConfigError, match=r"section \[imapx\] is missing"):
+        load_config(write(tmp_path, "[smtp]\n")).section("imapx")
 
 
-@pytest.mark.parametrize("text, getter, message", [
-    ("port = abc", lambda s: s.get_int("port"), "'abc' is not a whole number"),
-    ("port = 70000", lambda s: s.get_int("port", maximum=65535), "above the maximum"),
-    ("tls = maybe", lambda s: s.get_bool("tls"), "'maybe' is not yes/no"),
-    ("security = ssl3", lambda s: s.get_choice("security", ("tls", "starttls")), "not one of: tls, starttls"),
+@pytest.mark.parametrize("name, text, getter, message", [
+    ("smtp", "port = abc", lambda s: s.get_int("port"), "'abc' is not a whole number"),
+    ("smtp", "port = 70000", lambda s: s.get_int("port", maximum=65535), "above the maximum"),
+    ("security", "notify_signature_failures = maybe", lambda s: s.get_bool("notify_signature_failures"),
+     "'maybe' is not yes/no"),
+    ("smtp", "security = ssl3", lambda s: s.get_choice("security", ("tls", "starttls")),
+     "not one of: tls, starttls"),
 ])
-def test_invalid_values_are_explained(tmp_path, text, getter, message):
-    section = load_config(write(tmp_path, f"[smtp]\n{text}\n")).section("smtp")
+def test_invalid_values_are_explained(tmp_path, name, text, getter, message):
+    section = load_config(write(tmp_path, f"[{name}]\n{text}\n")).section(name)
     with pytest.raises(ConfigError, match=message):
         getter(section)
 
@@ -85,4 +89,47 @@ def test_unset_variable_without_command_is_explained(tmp_path, monkeypatch):
     monkeypatch.delenv("NOPE_NOT_SET", raising=False)
     section = load_config(write(tmp_path, "[client]\npassword_env = NOPE_NOT_SET\n")).section("client")
     with pytest.raises(ConfigError, match="environment variable NOPE_NOT_SET is not set"):
+        section.get_secret("password")
+
+
+def test_empty_secret_variable_is_an_error_that_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPTY_SECRET", "")
+    section = load_config(write(tmp_path, "[client]\npassword_env = EMPTY_SECRET\n"
+                                          "password_command = echo from-command\n")).section("client")
+    with pytest.raises(ConfigError, match=r"\[client\] password_env: environment variable EMPTY_SECRET "
+                                          r"is set but empty"):
+        section.get_secret("password")
+
+
+def test_shipped_config_equals_the_defaults_table():
+    """Every key of config.ini is known, and its value is the table's: the two never drift."""
+    from animalid.config import DEFAULTS
+
+    config = load_config(ROOT / "config.ini")
+    assert set(config.parser.sections()) == set(DEFAULTS)
+    for name in config.parser.sections():
+        for key in config.parser.options(name):
+            assert key in DEFAULTS[name], f"[{name}] {key} is not in DEFAULTS"
+            assert config.parser.get(name, key).strip() == DEFAULTS[name][key], f"[{name}] {key}"
+
+
+def test_a_key_left_out_takes_the_default(tmp_path):
+    section = load_config(write(tmp_path, "[server]\n")).section("server")
+    assert section.get_float("poll_interval") == 0.1
+    assert load_config(write(tmp_path, "[client]\n")).section("client").get_float("poll_interval") == 1.0
+    assert load_config(write(tmp_path, "[smtp]\n")).section("classifier").get_float("animal_threshold") == 0.20
+
+
+def test_unknown_key_is_named_with_the_nearest_known_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[server\] pol_interval: unknown setting "
+                                          r"\(did you mean poll_interval\?\)"):
+        load_config(write(tmp_path, "[server]\npol_interval = 1\n"))
+
+
+def test_naming_one_secret_source_drops_the_other_default(tmp_path, monkeypatch):
+    # [client] password_command defaults to the hub's file; naming only the
+    # variable must not fall back to that command silently.
+    monkeypatch.delenv("MY_APP_PASSWORD", raising=False)
+    section = load_config(write(tmp_path, "[client]\npassword_env = MY_APP_PASSWORD\n")).section("client")
+    with pytest.raises(ConfigError, match="environment variable MY_APP_PASSWORD is not set"):
         section.get_secret("password")

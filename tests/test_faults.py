@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from animalid.ledger import ANSWERED
-from animalid.messages import build_request, parse_reply
+from animalid.server.ledger import ANSWERED
+from animalid.mail.messages import build_request, parse_reply
 from tests.e2e_helpers import (CLIENTS, ServerProcess, assert_answers, empty_mailbox, ledger_states,
                                make_config, photo, replies_by_request, running_server, submit,
                                wait_for)
@@ -247,7 +247,7 @@ def test_a_kill_between_send_and_record_is_the_one_duplicate(mailhub, tmp_path):
     config = configs[CLIENTS[0]]
     server = ServerProcess(config, tmp_path / "server.log").start()
     stall = LedgerStall(tmp_path / "server-state.sqlite", mailhub.server)
-    hub_log = logging.getLogger("animalid.mailhub")
+    hub_log = logging.getLogger("animalid.devhub")
     level = hub_log.level
     hub_log.setLevel(logging.INFO)  # the delivery line is INFO
     hub_log.addHandler(stall)

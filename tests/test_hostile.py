@@ -42,9 +42,9 @@ from pathlib import Path
 import pytest
 
 from animalid.config import load_config
-from animalid.ledger import ANSWERED, IGNORED
-from animalid.mailbox import TooLarge, open_mailbox
-from animalid.messages import build_request, parse_bytes, parse_reply
+from animalid.server.ledger import ANSWERED, IGNORED
+from animalid.mail.mailbox import TooLarge, open_mailbox
+from animalid.mail.messages import build_request, parse_bytes, parse_reply
 from tests import corpora
 from tests.e2e_helpers import (CLIENTS, ServerProcess, assert_answers, deliver_lmtp,
                                empty_mailbox, ledger_states, make_config, photo, replies_by_request,

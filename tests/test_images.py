@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from animalid.errors import BadImageError
-from animalid.images import load_image
+from animalid.recognition.images import load_image
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from animalid import mailhub as mailhub_module
-from animalid.mailhub import HubError, MailHub, _alive, _child_pids
+import animalid.devhub.hub as mailhub_module
+from animalid.devhub.hub import HubError, MailHub, _alive, _child_pids
 from tests.hubfixture import mailhub  # noqa: F401  (the shared session hub)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,13 +13,13 @@ import pytest
 
 from animalid.config import load_config
 from animalid.errors import AuthError, ConfigError, PermanentError, TransientError, UnreachableError
-from animalid.ledger import ANSWERED, IGNORED, SEEN, SET_ASIDE, Ledger
-from animalid.messages import (AUTO_SUBMITTED, BOUNCE, LOOP_GUARD, MAILING_LIST, NO_SENDER, OWN_MAIL,
+from animalid.server.ledger import ANSWERED, IGNORED, SEEN, SET_ASIDE, Ledger
+from animalid.mail.messages import (AUTO_SUBMITTED, BOUNCE, LOOP_GUARD, MAILING_LIST, NO_SENDER, OWN_MAIL,
                                REQUEST, Limits, build_reply, build_request, clean_text,
                                error_answers, image_type_of, parse_incoming, parse_reply,
                                reply_headers_match, safe_name)
-from animalid.service import AllowedSenders
-from animalid.transport import (Account, Endpoint, MessageRejected, backoff_delay,
+from animalid.server.service import AllowedSenders
+from animalid.mail.transport import (Account, Endpoint, MessageRejected, backoff_delay,
                                 check_credentials_protected, send_with_retry, smtp_error,
                                 xoauth2_string)
 

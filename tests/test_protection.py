@@ -20,12 +20,12 @@ import pytest
 
 from animalid.config import load_config
 from animalid.errors import ConfigError
-from animalid.ledger import ANSWERED, IGNORED
-from animalid.mailbox import open_mailbox
-from animalid.messages import (LOOP_GUARD, REQUEST, Limits, build_reply, build_request,
+from animalid.server.ledger import ANSWERED, IGNORED
+from animalid.mail.mailbox import open_mailbox
+from animalid.mail.messages import (LOOP_GUARD, REQUEST, Limits, build_reply, build_request,
                                parse_bytes, parse_incoming, parse_reply)
-from animalid.protection import SIGNATURE_HEADER, Protection
-from animalid.requester import AnswerTimeout, Requester
+from animalid.mail.protection import SIGNATURE_HEADER, Protection
+from animalid.client.requester import AnswerTimeout, Requester
 from tests.e2e_helpers import (CLIENTS, assert_answers, empty_mailbox, ledger_state, make_config,
                                photo, replies_by_request, running_server, send_mx, wait_for)
 from tests.hubfixture import mailhub  # noqa: F401  (the session's hub)
@@ -268,7 +268,7 @@ def test_round_trip_with_keys_on_both_sides(keyed, classifier):
 def test_unsigned_request_is_refused_with_a_log_line_and_no_reply(keyed, classifier, caplog):
     server_config = keyed("server")
     keyless = keyed("keyless", "client2", security={})
-    caplog.set_level(logging.INFO, logger="animalid.service")
+    caplog.set_level(logging.INFO, logger="animalid.server")
     with running_server(server_config, classifier):
         with Requester(load_config(keyless)) as requester:
             message_id = requester.send([("tiger.png", photo("tiger.png"))])
@@ -284,7 +284,7 @@ def test_wrong_key_is_refused_and_only_allowed_senders_are_told(keyed, classifie
     wrong = keyed("wrong", "client1", security={"signing_key_command": "echo a-wrong-signing-key-000"})
     keyless = keyed("keyless", "client2", security={})
     stranger = keyed("stranger", "client3", security={})
-    caplog.set_level(logging.INFO, logger="animalid.service")
+    caplog.set_level(logging.INFO, logger="animalid.server")
     with running_server(server_config, classifier):
         with Requester(load_config(wrong)) as wrong_client, \
                 Requester(load_config(keyless)) as keyless_client, \

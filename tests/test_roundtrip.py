@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from animalid.config import load_config
-from animalid.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
-from animalid.mailbox import open_mailbox
-from animalid.messages import build_request, parse_bytes
-from animalid.requester import Requester
-from animalid.service import Server
+from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
+from animalid.mail.mailbox import open_mailbox
+from animalid.mail.messages import build_request, parse_bytes
+from animalid.client.requester import Requester
+from animalid.server.service import Server
 from tests.e2e_helpers import (CLIENTS, PHOTOS, assert_answers, configs, drop_connections,  # noqa: F401
                                ledger_state, mailbox_messages, make_config, photo, run_cli,
                                running_server, send_from_outside, send_raw, wait_for)
@@ -259,7 +259,7 @@ def test_unreadable_image_file_is_a_clear_error(configs, tmp_path):
 
 
 def test_client_starts_without_heavy_imports():
-    result = run_cli("-c", "import sys, client; client.build_parser(); "
+    result = run_cli("-c", "import sys, animalid.cli.client as client; client.build_parser(); "
                            "print(sorted({'torch', 'cv2', 'numpy', 'PIL'} & set(sys.modules)))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

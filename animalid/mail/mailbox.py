@@ -32,9 +32,9 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from .config import Config
-from .errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
-from .transport import Account, Endpoint, check_credentials_protected, network_error, xoauth2_string
+from animalid.config import Config
+from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
+from animalid.mail.transport import Account, Endpoint, check_credentials_protected, network_error, xoauth2_string
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,17 @@ class Mailbox(ABC):
 def open_mailbox(config: Config, role: str, receive: str | None = None) -> Mailbox:
     """The mailbox of [client] or [server], by IMAP or POP3 (``receive`` overrides the file)."""
     section = config.section(role)
-    receive = receive or section.get_choice("receive", RECEIVE_CHOICES, "imap")
+    receive = receive or section.get_choice("receive", RECEIVE_CHOICES)
     if receive not in RECEIVE_CHOICES:
         raise section.error("receive", f"{receive!r} is not one of: {', '.join(RECEIVE_CHOICES)}")
     account = Account.from_config(config, role)
     endpoint = Endpoint.from_config(config, receive)
     if receive == "pop3":
         return Pop3Mailbox(endpoint, account,
-                           poll_interval=section.get_float("poll_interval", 1.0, 0.01, 3600.0))
+                           poll_interval=section.get_float("poll_interval", minimum=0.01, maximum=3600.0))
     imap = config.section("imap")
-    return ImapMailbox(endpoint, account, folder=imap.get("folder", "INBOX"),
-                       idle_refresh=imap.get_float("idle_refresh", DEFAULT_IDLE_REFRESH_S, 10.0, 29 * 60))
+    return ImapMailbox(endpoint, account, folder=imap.get("folder"),
+                       idle_refresh=imap.get_float("idle_refresh", minimum=10.0, maximum=29 * 60))
 
 
 # -- POP3 -------------------------------------------------------------------

@@ -26,24 +26,22 @@ sender told (at most once an hour). Replies are signed / encrypted alike.
 from __future__ import annotations
 
 import fcntl
-import importlib
 import logging
 import os
-import sys
 import threading
 from contextlib import contextmanager
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import Config
-from .errors import AnimalIdError, PermanentError, TransientError
-from .ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
-from .mailbox import Mailbox, MailRef, TooLarge, open_mailbox
-from .messages import (Incoming, Limits, build_reply, clean_text, error_answers,
+from animalid.config import Config
+from animalid.errors import AnimalIdError, PermanentError, TransientError
+from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
+from animalid.mail.messages import (Incoming, Limits, build_reply, clean_text, error_answers,
                        parse_headers_only, parse_incoming)
-from .protection import Protection
-from .transport import (Account, MessageRejected, SmtpSender, backoff_delay, looks_like_address,
+from animalid.mail.protection import Protection
+from animalid.mail.transport import (Account, MessageRejected, SmtpSender, backoff_delay, looks_like_address,
                         send_with_retry)
 
 log = logging.getLogger(__name__)
@@ -100,6 +98,7 @@ class ServerSettings:
     answered_folder: str
     retry_max_delay: float
     limits: Limits
+    max_image_pixels: int
     allowed: AllowedSenders
     protection: Protection = field(default_factory=Protection)
 
@@ -108,14 +107,15 @@ class ServerSettings:
         section = config.section("server")
         return cls(
             address=Account.from_config(config, "server").address,
-            receive=receive or section.get_choice("receive", ("imap", "pop3"), "imap"),
-            state_file=section.get_path("state_file", ".mailhub/server-state.sqlite"),
-            max_attempts=section.get_int("max_attempts", 3, 1, 100),
-            rate_limit_per_hour=section.get_int("rate_limit_per_hour", 120, 0),
-            failed_folder=section.get("failed_folder", "Failed"),
+            receive=receive or section.get_choice("receive", ("imap", "pop3")),
+            state_file=section.get_path("state_file"),
+            max_attempts=section.get_int("max_attempts", minimum=1, maximum=100),
+            rate_limit_per_hour=section.get_int("rate_limit_per_hour", minimum=0),
+            failed_folder=section.get("failed_folder"),
             answered_folder=section.get("answered_folder", ""),
-            retry_max_delay=section.get_float("retry_max_delay", 300.0, 0.1, 86400.0),
+            retry_max_delay=section.get_float("retry_max_delay", minimum=0.1, maximum=86400.0),
             limits=Limits.from_config(config),
+            max_image_pixels=section.get_int("max_image_pixels", minimum=1),
             allowed=AllowedSenders.from_config(config),
             protection=Protection.from_config(config),
         )
@@ -225,7 +225,7 @@ class Server:
     def classifier(self):
         if self._classifier is None:
             started = time.monotonic()
-            self._classifier = load_classifier(self.config)
+            self._classifier = load_classifier(self.config, self.settings.max_image_pixels)
             log.info("classifier loaded in %.1f s", time.monotonic() - started)
         return self._classifier
 
@@ -597,13 +597,8 @@ def serving_in_background(server: "Server", join_timeout: float = 15.0):
         raise RuntimeError(f"the server failed: {failure[0]!r}") from failure[0]
 
 
-def load_classifier(config: Config):
-    """The classifier (PyTorch) -- imported here only, so mail code stays light."""
-    try:
-        module = importlib.import_module("classifier")
-    except ModuleNotFoundError as exc:
-        if exc.name != "classifier":
-            raise
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        module = importlib.import_module("classifier")
-    return module.Classifier.from_config(config)
+def load_classifier(config: Config, max_pixels: int):
+    """The classifier (PyTorch) -- imported here only, so the mail code stays light."""
+    from animalid.recognition.classifier import Classifier
+
+    return Classifier.from_config(config, max_pixels=max_pixels)

@@ -49,10 +49,10 @@ from datetime import datetime
 from email.message import EmailMessage, Message
 from typing import Sequence
 
-from .answer import render_answers
-from .config import Config
-from .protection import Protection, ProtectionError, sealed_parts
-from .transport import looks_like_address
+from animalid.contract import render_answers
+from animalid.config import Config
+from animalid.mail.protection import Protection, ProtectionError, sealed_parts
+from animalid.mail.transport import looks_like_address
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,9 @@ class Limits:
     @classmethod
     def from_config(cls, config: Config) -> "Limits":
         section = config.section("server")
-        return cls(max_message_bytes=section.get_int("max_message_bytes", 25_000_000, 1000),
-                   max_parts=section.get_int("max_parts", 50, 1),
-                   max_images=section.get_int("max_images", 10, 1))
+        return cls(max_message_bytes=section.get_int("max_message_bytes", minimum=1000),
+                   max_parts=section.get_int("max_parts", minimum=1),
+                   max_images=section.get_int("max_images", minimum=1))
 
 
 @dataclass

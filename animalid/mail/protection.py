@@ -56,8 +56,8 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 
-from .config import Config, Section
-from .errors import PermanentError
+from animalid.config import Config, Section
+from animalid.errors import PermanentError
 
 SIGNATURE_HEADER = "X-Animalid-Signature"
 SIGNATURE_VERSION = "v1"
@@ -98,8 +98,8 @@ class Protection:
         return cls(
             signing_key=derive_key(signing, _SIGNING_LABEL) if signing else None,
             encryption_key=derive_key(encryption, _ENCRYPTION_LABEL) if encryption else None,
-            max_age_s=section.get_float("signature_max_age", DEFAULT_MAX_AGE_S, 60.0),
-            notify_failures=section.get_bool("notify_signature_failures", False),
+            max_age_s=section.get_float("signature_max_age", minimum=60.0),
+            notify_failures=section.get_bool("notify_signature_failures"),
         )
 
     @classmethod
@@ -277,10 +277,11 @@ def derive_key(secret: str, label: bytes) -> bytes:
 
 
 def _configured_secret(section: Section, name: str) -> str | None:
-    """The secret when its source is named (then it must be there), else None."""
-    if section.has(name):
-        raise section.error(name, f"secrets never go in this file; name where it comes from "
-                                  f"with {name}_env or {name}_command")
+    """The secret when its source is named (then it must be there), else None.
+
+    A secret written into the file itself is refused when the file is read
+    (animalid.config).
+    """
     if not (section.has(f"{name}_env") or section.has(f"{name}_command")):
         return None
     secret = section.get_secret(name, required=True)

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Callable, TypeVar
 
-from .config import Config
-from .errors import (AnimalIdError, AuthError, ConfigError, PermanentError, TransientError,
+from animalid.config import Config
+from animalid.errors import (AnimalIdError, AuthError, ConfigError, PermanentError, TransientError,
                      UnreachableError)
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Endpoint:
             port=section.get_int("port", minimum=1, maximum=65535),
             security=section.get_choice("security", SECURITY_CHOICES),
             ca_file=str(ca_path) if ca_path else None,
-            timeout=section.get_float("timeout", 30.0, minimum=1.0, maximum=600.0),
+            timeout=section.get_float("timeout", minimum=1.0, maximum=600.0),
         )
 
     @property
@@ -125,7 +125,7 @@ class Account:
             raise section.error("address", f"{address!r} is not a mail address")
         return cls(role=role, address=address.lower(),
                    username=section.get("username", address),
-                   auth=section.get_choice("auth", AUTH_CHOICES, "password"),
+                   auth=section.get_choice("auth", AUTH_CHOICES),
                    _section=section)
 
     @property

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelError
+from animalid.errors import ModelError
 
 RANKS = ("phylum", "class", "order", "family", "genus", "species")
 CLASS_RANKS = RANKS + ("breed",)

@@ -45,13 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence, TextIO
 
-from .answer import headline, render_answers, warnings_of
-from .errors import AnimalIdError, ConfigError, ExitStatus
+from animalid.contract import headline, render_answers, warnings_of
+from animalid.errors import AnimalIdError, ConfigError, ExitStatus
 
 if TYPE_CHECKING:  # only for annotations: importing them costs start-up time
     import numpy as np
 
-    from .config import Config
+    from animalid.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,6 @@ MAIL_NOTE_S = 10.0
 STATUS_EVERY_S = 10.0
 DEFAULT_VIDEO_FPS = 25.0
 
-CAMERA_DEFAULTS = {"source": "0", "width": 1280, "height": 720, "warmup_frames": 10,
-                   "jpeg_quality": 85, "max_side": 1280, "save_dir": None}
-CLIENT_DEFAULTS = {"timeout": 120.0, "poll_interval": 1.0}
 
 
 # -- command line and settings -------------------------------------------------
@@ -150,8 +147,7 @@ class CaptureSettings:
     @classmethod
     def from_config(cls, config: "Config", args: argparse.Namespace) -> "CaptureSettings":
         """[camera] and [client] settings; the command line wins where given."""
-        camera = _SectionWithDefaults(config, "camera", CAMERA_DEFAULTS)
-        client = _SectionWithDefaults(config, "client", CLIENT_DEFAULTS)
+        camera, client = config.section("camera"), config.section("client")
 
         def given(name: str):
             return getattr(args, name, None)
@@ -159,35 +155,22 @@ class CaptureSettings:
         if given("camera"):
             source = camera_source(given("camera"))  # relative to where the user is
         else:
-            source = camera_source(camera.read("get", "source"), config.folder)
-        width, height = given("resolution") or (camera.read("get_int", "width", minimum=0),
-                                                camera.read("get_int", "height", minimum=0))
+            source = camera_source(camera.get("source"), config.folder)
+        width, height = given("resolution") or (camera.get_int("width", minimum=0),
+                                                camera.get_int("height", minimum=0))
         save_dir = given("save_dir")
         return cls(
             source=source, width=width, height=height,
-            warmup_frames=camera.read("get_int", "warmup_frames", minimum=0),
-            jpeg_quality=given("jpeg_quality") or camera.read(
-                "get_int", "jpeg_quality", minimum=1, maximum=100),
+            warmup_frames=camera.get_int("warmup_frames", minimum=0),
+            jpeg_quality=given("jpeg_quality") or camera.get_int(
+                "jpeg_quality", minimum=1, maximum=100),
             max_side=(given("max_side") if given("max_side") is not None
-                      else camera.read("get_int", "max_side", minimum=0)),
-            save_dir=Path(save_dir) if save_dir else camera.read("get_path", "save_dir"),
+                      else camera.get_int("max_side", minimum=0)),
+            save_dir=Path(save_dir) if save_dir else camera.get_path("save_dir", None),
             window=not given("no_window"),
-            timeout_s=given("timeout") or client.read("get_float", "timeout", minimum=0.1),
-            poll_interval_s=client.read("get_float", "poll_interval", minimum=0.05),
+            timeout_s=given("timeout") or client.get_float("timeout", minimum=0.1),
+            poll_interval_s=client.get_float("poll_interval", minimum=0.01, maximum=3600.0),
         )
-
-
-class _SectionWithDefaults:
-    """Typed getters of one config section; the defaults stand in for a missing section."""
-
-    def __init__(self, config: "Config", name: str, defaults: dict):
-        self.section = config.section(name) if config.has_section(name) else None
-        self.defaults = defaults
-
-    def read(self, getter: str, key: str, **limits):
-        if self.section is None:
-            return self.defaults[key]
-        return getattr(self.section, getter)(key, self.defaults[key], **limits)
 
 
 # -- pure image work ----------------------------------------------------------
@@ -1313,7 +1296,7 @@ def _quiet_opencv() -> None:
 
 
 def _make_requester(config: "Config", args: argparse.Namespace):
-    from .requester import Requester
+    from animalid.client.requester import Requester
 
     return Requester(config, receive=getattr(args, "receive", None))
 

@@ -30,12 +30,12 @@ import time
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
-from .config import Config
-from .errors import AuthError, ExitStatus, TransientError, UnreachableError
-from .mailbox import Mailbox, MailRef, TooLarge, open_mailbox
-from .messages import build_request, parse_reply, reply_headers_match
-from .protection import Protection
-from .transport import Account, Endpoint, SmtpSender, backoff_delay, send_with_retry
+from animalid.config import Config
+from animalid.errors import AuthError, ExitStatus, TransientError, UnreachableError
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
+from animalid.mail.messages import build_request, parse_reply, reply_headers_match
+from animalid.mail.protection import Protection
+from animalid.mail.transport import Account, Endpoint, SmtpSender, backoff_delay, send_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Requester:
         section = config.section("client")
         self.account = Account.from_config(config, "client")
         self.server_address = section.get("server_address")
-        self.timeout = section.get_float("timeout", 120.0, 0.1)
+        self.timeout = section.get_float("timeout", minimum=0.1)
         self.sender = SmtpSender(Endpoint.from_config(config, "smtp"), self.account)
         self.mailbox: Mailbox = open_mailbox(config, "client", receive)
         self.protection = Protection.from_config(config)

@@ -1,4 +1,4 @@
-"""From class probabilities to an answer people can trust, and its text form.
+"""From class probabilities to an answer people can trust.
 
 ``AnswerBuilder`` turns the network's probability vector into one answer of
 the output contract (see README, "Output contract"): it adds probabilities up
@@ -7,9 +7,8 @@ the taxonomy and names the deepest rank that is confident enough ("a dog,
 "no animal recognised" when the animal classes together hold little
 probability, and "Could not identify" when no rank reaches the minimum.
 
-``render_text`` and ``render_answers`` give the readable form used in email
-bodies and terminals. This module is plain Python: the mail client imports it
-without PyTorch or NumPy.
+The readable text form lives in ``animalid.contract``. This module is plain
+Python (no PyTorch), but it belongs to recognition: it knows the taxonomy.
 """
 
 from __future__ import annotations
@@ -17,13 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .knowledge import RANKS, Entry, KnowledgeBase
+from ..contract import COULD_NOT_IDENTIFY, NO_ANIMAL
+from animalid.recognition.knowledge import RANKS, Entry, KnowledgeBase
 
-COULD_NOT_IDENTIFY = "Could not identify"
-NO_ANIMAL = "No animal recognised"
-CONTRACT_KEYS = ("file", "scientific_name", "common_name", "description", "habitat",
-                 "endangered", "dangerous", "poisonous", "venomous", "probability",
-                 "rank", "taxonomy", "alternatives")
 # A candidate this large a share of the claimed taxon decides the warning
 # flags: better to warn about a possible venomous snake than to miss it.
 FLAG_SHARE = 0.10
@@ -173,79 +168,3 @@ def _taxonomy_down_to(entry: Entry, rank: str) -> dict:
 
 def _percent(probability: float) -> float:
     return round(100.0 * min(max(probability, 0.0), 1.0), 1)
-
-
-# -- text form ---------------------------------------------------------------
-
-def headline(answer: dict) -> str:
-    """One line: what it is and how sure, e.g. "Tiger (Panthera tigris), 87%"."""
-    if "error" in answer:
-        return f"error: {answer['error']}"
-    name, probability = answer.get("common_name", ""), answer.get("probability", 0)
-    rank = answer.get("rank", "none")
-    if rank == "none":
-        looks_like = answer.get("looks_like")
-        if looks_like:
-            return f"{name}; it looks like: {looks_like['label']} ({looks_like['probability']:g}%)"
-        return name
-    scientific = answer.get("scientific_name", "")
-    if rank == "species":
-        text = f"{_capital(name)} ({scientific}), {probability:g}%"
-    else:
-        text = f"{_capital(name)}: {rank} {scientific}, {probability:g}%"
-    most_likely = answer.get("most_likely")
-    if most_likely:
-        text += f", most likely {most_likely['common_name']} ({most_likely['probability']:g}%)"
-    return text
-
-
-def warnings_of(answer: dict) -> list[str]:
-    flags = [word.upper() for word in ("dangerous", "venomous", "poisonous") if answer.get(word)]
-    if answer.get("endangered") in ("Vulnerable", "Endangered", "Critically Endangered",
-                                     "Extinct in the Wild"):
-        flags.append(answer["endangered"].upper())
-    return flags
-
-
-def render_text(answer: dict) -> str:
-    """The readable, multi-line form of one answer."""
-    lines = [f"{answer.get('file', 'image')}: {headline(answer)}"]
-    if "error" in answer or answer.get("rank", "none") == "none":
-        lines += _alternative_lines(answer)
-        return "\n".join(lines)
-    taxonomy = [t for t in (answer.get("taxonomy") or {}).values() if t]
-    if taxonomy:
-        lines.append("  Taxonomy:     " + " > ".join(taxonomy))
-    most_likely = answer.get("most_likely")
-    if most_likely:
-        lines.append(f"  Most likely:  {most_likely['common_name']} ({most_likely['scientific_name']}), "
-                     f"{most_likely['probability']:g}%; the facts below are about it")
-    flags = warnings_of(answer)
-    status = answer.get("endangered") or "unknown"
-    lines.append(f"  Conservation: {status}")
-    lines.append("  Warnings:     " + (", ".join(flags) if flags else "none known"))
-    if answer.get("habitat"):
-        lines.append(f"  Habitat:      {answer['habitat']}")
-    if answer.get("description"):
-        lines.append(f"  About:        {answer['description']}")
-    lines += _alternative_lines(answer)
-    return "\n".join(lines)
-
-
-def _alternative_lines(answer: dict) -> list[str]:
-    alternatives = answer.get("alternatives") or []
-    if not alternatives:
-        return []
-    parts = []
-    for alt in alternatives:
-        scientific = f" ({alt['scientific_name']})" if alt.get("scientific_name") else ""
-        parts.append(f"{alt['common_name']}{scientific} {alt['probability']:g}%")
-    return ["  Alternatives: " + "; ".join(parts)]
-
-
-def render_answers(answers: Sequence[dict]) -> str:
-    return "\n\n".join(render_text(answer) for answer in answers)
-
-
-def _capital(text: str) -> str:
-    return text[:1].upper() + text[1:]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import BadImageError
+from animalid.errors import BadImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP"})

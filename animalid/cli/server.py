@@ -1,0 +1,89 @@
+"""``server.py`` / ``animalid-server`` (PC 2): answer photos that arrive by mail with what animal they show.
+
+Watches the mailbox of config.ini [server] by IMAP IDLE or POP3 polling, runs
+the classifier on every image of every allowed request, and replies by SMTP
+with a readable text and the answers as JSON. See animalid/server/service.py for the
+rules (RFC 3834 automatic replies, deduplication, rate limits, retries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from animalid.cli.runner import run_command, setup_logging
+from animalid.config import DEFAULT_CONFIG, load_config
+from animalid.errors import ExitStatus
+
+PROG = "server.py"
+
+DESCRIPTION = """\
+Watch a mailbox, identify the animal in every photo that arrives, and answer
+each request by mail (a readable text plus the answers as JSON).
+
+Settings live in config.ini (default: the one beside this program):
+  [server]  the mailbox address, login (password or xoauth2 token, taken from
+            password_env / password_command, never from the file itself),
+            how to watch it (receive = imap | pop3, poll_interval), who may
+            ask (allowed_senders), limits, rate limit, state_file
+  [imap] [pop3] [smtp]  the mail servers (host, port, security, ca_file)
+  [classifier]  the model and answer thresholds
+  [security]  optional HMAC signatures and AES-GCM encryption shared with the
+            clients (keys from *_env / *_command); with a key set, unsigned
+            requests are refused
+Only one server may watch a mailbox at a time (a lock beside state_file).
+"""
+
+EPILOG = """\
+exit status: 0 done (--once) or stopped, 1 error, 2 bad settings,
+4 login refused, 5 mail server unreachable, 130 interrupted (Ctrl-C).
+examples:
+  python server.py                    serve until Ctrl-C
+  python server.py --once             answer what is waiting, then exit (cron)
+  python server.py --receive pop3 -v  poll by POP3 and log more
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help=f"settings file (default: {DEFAULT_CONFIG.name} beside server.py)")
+    parser.add_argument("--once", action="store_true",
+                        help="handle the mail waiting now, then exit (for cron)")
+    parser.add_argument("--receive", choices=("imap", "pop3"),
+                        help="override [server] receive: imap (IDLE) or pop3 (polling)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    server = None
+
+    def on_sigterm(signum, frame):
+        # systemd / docker stop: finish the message at hand, then exit 0.
+        if server is None:
+            raise KeyboardInterrupt
+        server.stop()
+
+    def body() -> int:
+        nonlocal server
+        from animalid.server.service import Server
+
+        config = load_config(args.config)
+        server = Server(config, receive=args.receive)
+        try:
+            server.open()
+            server.run(once=args.once)
+        finally:
+            try:
+                server.close()
+            except KeyboardInterrupt:
+                pass
+        return ExitStatus.OK
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return run_command(PROG, body, args.verbose, interrupted_text="stopped")

@@ -1,0 +1,1 @@
+"""PC 2: the service that watches a mailbox, classifies and answers, and its ledger."""
