@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from animalid.knowledge import CLASS_RANKS, IUCN_CATEGORIES, RANKS, load_knowledge_base
+from animalid.recognition.knowledge import CLASS_RANKS, IUCN_CATEGORIES, RANKS, load_knowledge_base
 from tests.conftest import ROOT
 
 KB_PATH = ROOT / "animal_image.json"
 ANIMAL_CLASSES = range(398)
 ENTRY_KEYS = {"label", "common_name", "scientific_name", "class_rank", "taxonomy", "description",
-              "habitat", "conservation", "dangerous", "poisonous", "venomous"}
+              "habitat", "conservation", "conservation_assessed", "dangerous", "poisonous", "venomous"}
 BINOMIAL = re.compile(r"^[A-Z][a-z]+ [a-z]+(-[a-z]+)?( [a-z]+)?$")
 DOG_BREEDS = range(151, 269)
 
