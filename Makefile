@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Dovecot for the local mail hub; Xvfb and xdotool drive the camera window in
 # tests; DejaVu renders accented names on the camera window; libpython3.11-testsuite
-# holds CPython's email test corpus (tests/corpora.py, tests/test_hostile.py).
+# holds CPython's email test corpus (tests/e2e/corpora.py, tests/e2e/test_hostile.py).
 APT_PACKAGES := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd xvfb xdotool fonts-dejavu-core \
                 libpython3.11-testsuite
 STAMP  := $(VENV)/.installed

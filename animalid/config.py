@@ -116,6 +116,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
     },
     "classifier": {
         "model": "models/efficientnet_lite2.json",
+        "views": "",
         "knowledge_base": "animal_image.json",
         "device": "auto",
         "threads": "0",
@@ -130,6 +131,8 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "rank_threshold": "0.5",
         "min_confidence": "0.20",
         "animal_threshold": "0.20",
+        "lead_probability": "0.50",
+        "lead_ratio": "3",
     },
 }
 

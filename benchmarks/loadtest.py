@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Load test with fault injection: N clients, M requests, and what became of every one.
 
-Starts a private mail hub (animalid/mailhub.py: Dovecot + the SMTP front, on a
+Starts a private mail hub (animalid/devhub: Dovecot + the SMTP front, on a
 random port offset), server.py as a process of its own with the real
-classifier, and N clients (animalid/requester.py, the real client path: RFC
+classifier, and N clients (animalid/client/requester.py, the real client path: RFC
 5321 submission, RFC 2177 IDLE or RFC 1939 POP3 polling). The clients share M
 requests (one photo each, tiger / dog / bison in turn) and send them at a
 steady pace, while seeded faults strike during the sending window:
@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from animalid.config import load_config  # noqa: E402
 from animalid.errors import AnimalIdError, TransientError  # noqa: E402
-from animalid.devhub.hub import MailHub, start_on_free_offset  # noqa: E402
+from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
 from animalid.client.requester import Requester  # noqa: E402
-from tests.e2e_helpers import (FAMILY, ServerProcess, ledger_states, make_config,  # noqa: E402
+from animalid.testing.harness import (FAMILY, ServerProcess, ledger_states, make_config,  # noqa: E402
                                replies_by_request)
 
 PHOTOS = ("tiger.png", "dog.png", "bison.png")

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Round-trip time and burst throughput of the mail path on the local hub.
 
-Starts a private mail hub (Dovecot + SMTP front, animalid/mailhub.py) on a
-random port offset, the server (animalid/service.py) in a thread with the
-real classifier, and a client (animalid/requester.py), then prints:
+Starts a private mail hub (Dovecot + SMTP front, animalid/devhub) on a
+random port offset, the server (animalid/server/service.py) in a thread with the
+real classifier, and a client (animalid/client/requester.py), then prints:
 
 * the classifier alone: one image, and a batch the size of the burst;
 * the round trip of one photo (send -> server answers -> reply read), median
@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from animalid.config import load_config  # noqa: E402
-from animalid.devhub.hub import MailHub, start_on_free_offset  # noqa: E402
+from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
 from animalid.client.requester import Requester  # noqa: E402
 from animalid.server.service import Server, load_classifier, serving_in_background  # noqa: E402
 

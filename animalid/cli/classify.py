@@ -67,3 +67,7 @@ def classify_files(args: argparse.Namespace) -> int:
     elif good:
         print(render_answers(good))
     return ExitStatus.ERROR if len(good) < len(answers) else ExitStatus.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

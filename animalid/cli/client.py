@@ -142,3 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return identify(config, args)
 
     return run_command(PROG, body, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def start_or_reuse_hub(config):
     """A started MailHub we own, or None when one already runs on the state folder."""
-    from animalid.devhub.hub import HubAlreadyRunning, MailHub, hub_settings
+    from animalid.devhub import HubAlreadyRunning, MailHub, hub_settings
 
     hub = MailHub(**hub_settings(config))
     try:

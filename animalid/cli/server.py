@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 
 from animalid.cli.runner import run_command, setup_logging
 from animalid.config import DEFAULT_CONFIG, load_config
@@ -87,3 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     return run_command(PROG, body, args.verbose, interrupted_text="stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

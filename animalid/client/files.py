@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from animalid.errors import AnimalIdError
+from animalid.mail.headers import PROVIDER_MAX_MESSAGE_BYTES
 from animalid.mail.messages import image_type_of
 
-MAX_IMAGE_BYTES = 25_000_000
+# A photo larger than a mail provider takes in one message cannot be sent.
+MAX_IMAGE_BYTES = PROVIDER_MAX_MESSAGE_BYTES
 
 
 def read_images(paths: list[str]) -> list[tuple[str, bytes]]:

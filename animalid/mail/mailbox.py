@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 from animalid.config import Config
 from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
+from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
 from animalid.mail.transport import Account, Endpoint, check_credentials_protected, network_error, xoauth2_string
 
 log = logging.getLogger(__name__)
 
 RECEIVE_CHOICES = ("imap", "pop3")
-HEADER_BYTES_LIMIT = 64 * 1024
 # RFC 2177: clients should re-issue IDLE at least every 29 minutes, since
 # servers may log out a client inactive for 30.
 DEFAULT_IDLE_REFRESH_S = 25 * 60
@@ -189,7 +189,7 @@ class Pop3Mailbox(Mailbox):
         try:
             pop.stls(self.endpoint.tls_context())
         except poplib.error_proto as exc:
-            raise PermanentError(f"{self.endpoint.where}: STLS failed ({_clean(exc)}); refusing "
+            raise PermanentError(f"{self.endpoint.where}: STLS failed ({server_text(exc)}); refusing "
                                  "to continue unencrypted (use security = tls?)") from None
 
     def _login(self, pop: poplib.POP3) -> None:
@@ -209,7 +209,7 @@ class Pop3Mailbox(Mailbox):
         if isinstance(exc, AnimalIdError):
             return exc
         if isinstance(exc, poplib.error_proto):
-            text = _clean(exc.args[0] if exc.args else exc)
+            text = server_text(exc)
             if text == POPLIB_CONNECTION_CLOSED:  # not a refusal: the server went away
                 return UnreachableError(f"{self.endpoint.where}: connection closed")
             # RFC 3206 response codes: [SYS/TEMP] and [IN-USE] are worth retrying.
@@ -318,11 +318,6 @@ def _close_quietly(pop: poplib.POP3) -> None:
         pass
 
 
-def _clean(value) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return " ".join(text.split())[:300]
-
-
 # -- IMAP -------------------------------------------------------------------
 
 class ImapMailbox(Mailbox):
@@ -373,7 +368,7 @@ class ImapMailbox(Mailbox):
             self._uidvalidity = int(selected.get(b"UIDVALIDITY", 0))
         except LoginError as exc:
             _shutdown_quietly(client)
-            text = _clean(exc.args[0] if exc.args else exc)
+            text = server_text(exc)
             if "[UNAVAILABLE]" in text:
                 raise TransientError(f"{endpoint.where}: {text}") from None
             raise AuthError(f"{endpoint.where} refused the login ({text})") from None
@@ -392,9 +387,9 @@ class ImapMailbox(Mailbox):
         if isinstance(exc, AnimalIdError):
             return exc
         if isinstance(exc, IMAPClientAbortError):
-            return UnreachableError(f"{self.endpoint.where}: connection lost ({_clean(exc)})")
+            return UnreachableError(f"{self.endpoint.where}: connection lost ({server_text(exc)})")
         if isinstance(exc, IMAPClientError):
-            return TransientError(f"{self.endpoint.where}: {_clean(exc)}")
+            return TransientError(f"{self.endpoint.where}: {server_text(exc)}")
         return network_error(self.endpoint, exc)
 
     def _call(self, action):

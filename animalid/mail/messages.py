@@ -51,6 +51,7 @@ from typing import Sequence
 
 from animalid.contract import render_answers
 from animalid.config import Config
+from animalid.mail.headers import HEADER_BYTES_LIMIT, first_message_id, message_ids, one_line, read_header
 from animalid.mail.protection import Protection, ProtectionError, sealed_parts
 from animalid.mail.transport import looks_like_address
 
@@ -78,7 +79,6 @@ MAX_NAME_CHARS = 100
 MAX_SUBJECT_CHARS = 200
 MAX_REFERENCES = 10
 MAX_ANSWERS_JSON_BYTES = 2_000_000
-MAX_HEADER_BYTES = 64 * 1024
 # Refused before parsing: the parser recurses once per nesting level (about
 # 1000 levels exhaust Python's stack) and takes seconds per 10,000 parts.
 MAX_MULTIPART_CONTAINERS = 100
@@ -86,8 +86,6 @@ MIN_DELIMITER_LINES = 1000
 ENCRYPTED_REQUEST_TEXT = ("The photos are encrypted for the animal server (animalid); "
                           "the answer comes back by mail.\n")
 ENCRYPTED_REPLY_TEXT = "The answer is encrypted; client.py shows it."
-_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MULTIPART = re.compile(rb"multipart/", re.IGNORECASE)
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
@@ -96,9 +94,9 @@ _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 class Limits:
     """What one request may carry (config.ini [server])."""
 
-    max_message_bytes: int = 25_000_000
-    max_parts: int = 50
-    max_images: int = 10
+    max_message_bytes: int
+    max_parts: int
+    max_images: int
 
     @classmethod
     def from_config(cls, config: Config) -> "Limits":
@@ -153,8 +151,7 @@ class Reply:
 
 def clean_text(value: object, limit: int = MAX_SUBJECT_CHARS) -> str:
     """One line of printable text: control characters (CR, LF ...) become spaces."""
-    text = _CONTROL.sub(" ", str(value or ""))
-    return " ".join(text.split())[:limit]
+    return one_line(value, limit)
 
 
 def safe_name(raw: str | None, index: int, content_type: str) -> str:
@@ -175,11 +172,6 @@ def safe_name(raw: str | None, index: int, content_type: str) -> str:
         extension = extension[:10] if dot else ""
         name = (stem or name)[:MAX_NAME_CHARS - len(extension) - 1] + (f".{extension}" if extension else "")
     return name
-
-
-def message_ids(value: object) -> list[str]:
-    """Every <id@host> in a header value, in order."""
-    return _MESSAGE_ID.findall(str(value or ""))
 
 
 def bare_address(value: object) -> str:
@@ -208,16 +200,6 @@ def image_type_of(data: bytes, filename: str = "") -> str:
 
 def parse_bytes(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=email.policy.default)
-
-
-def _header(message: Message, name: str) -> str:
-    """A header as text; a header the parser cannot make sense of reads as its raw form."""
-    try:
-        value = message.get(name)
-    except Exception:  # the header parser has had bugs on hostile input
-        value = message.get_all(name, failobj=[""])
-        value = value[0] if value else ""
-    return "" if value is None else str(value)
 
 
 # -- building ---------------------------------------------------------------
@@ -347,13 +329,13 @@ def _incoming_from(message: Message, own_addresses: Sequence[str]) -> Incoming:
     """The headers' part of Incoming: ids, sender, subject and kind."""
     sender, sender_problem = single_sender(message)
     incoming = Incoming(
-        message_id=_first_id(_header(message, "Message-ID")),
+        message_id=first_message_id(read_header(message, "Message-ID")),
         sender=sender,
-        subject=clean_text(_header(message, "Subject")),
-        references=message_ids(_header(message, "References"))[-MAX_REFERENCES:],
+        subject=clean_text(read_header(message, "Subject")),
+        references=message_ids(read_header(message, "References"))[-MAX_REFERENCES:],
         kind=REQUEST, reason="",
     )
-    incoming.kind, incoming.reason = classify_kind(message, sender, own_addresses, sender_problem)
+    incoming.kind, incoming.reason = message_kind(message, sender, own_addresses, sender_problem)
     return incoming
 
 
@@ -369,8 +351,8 @@ def _with_problem(incoming: Incoming, problem: str, protection: Protection | Non
 
 def header_block(raw: bytes) -> bytes:
     """The header section of a raw message (RFC 5322 section 2.1), at most 64 KiB."""
-    found = _BLANK_LINE.search(raw, 0, MAX_HEADER_BYTES)
-    return raw[:found.end()] if found else raw[:MAX_HEADER_BYTES]
+    found = _BLANK_LINE.search(raw, 0, HEADER_BYTES_LIMIT)
+    return raw[:found.end()] if found else raw[:HEADER_BYTES_LIMIT]
 
 
 def structure_problem(raw: bytes, limits: Limits) -> str:
@@ -401,7 +383,7 @@ def single_sender(message: Message) -> tuple[str, str]:
         return "", "no From header"
     if fields > 1:
         return "", "more than one From header"
-    legacy = bare_address(_header(message, "From"))
+    legacy = bare_address(read_header(message, "From"))
     try:
         header = message["From"]
         modern = [address.addr_spec.lower() for address in header.addresses]
@@ -420,7 +402,7 @@ def too_large_text(size: int, limit: int) -> str:
             f"{limit / 1e6:.1f} MB): send fewer or smaller photos")
 
 
-def classify_kind(message: Message, sender: str, own_addresses: Sequence[str],
+def message_kind(message: Message, sender: str, own_addresses: Sequence[str],
                   sender_problem: str = "") -> tuple[str, str]:
     """REQUEST, or the kind of mail that must not be answered (RFC 3834 section 2)."""
     own = {address.lower() for address in own_addresses}
@@ -428,19 +410,19 @@ def classify_kind(message: Message, sender: str, own_addresses: Sequence[str],
         return NO_SENDER, sender_problem or "no usable From address"
     if sender in own:
         return OWN_MAIL, "our own mail"
-    return_path = _header(message, "Return-Path").strip()
+    return_path = read_header(message, "Return-Path").strip()
     local_part = sender.partition("@")[0]
     if return_path == "<>" or local_part in ("mailer-daemon", "postmaster"):
         return BOUNCE, "delivery report (null return path or MAILER-DAEMON)"
     if message.get_content_type() == "multipart/report":
         return BOUNCE, "delivery report (multipart/report)"
-    auto = _header(message, "Auto-Submitted").strip().lower()
+    auto = read_header(message, "Auto-Submitted").strip().lower()
     if auto and auto.split(";")[0].strip() != "no":
         return AUTO_SUBMITTED, f"Auto-Submitted: {clean_text(auto, 40)}"
-    precedence = _header(message, "Precedence").strip().lower()
+    precedence = read_header(message, "Precedence").strip().lower()
     if precedence in ("bulk", "list", "junk"):
         return MAILING_LIST, f"Precedence: {precedence}"
-    if _header(message, "List-Id") or _header(message, "List-Unsubscribe"):
+    if read_header(message, "List-Id") or read_header(message, "List-Unsubscribe"):
         return MAILING_LIST, "mailing list (List-Id)"
     return REQUEST, ""
 
@@ -488,7 +470,7 @@ def images_from_files(files: list[tuple[str, bytes]], limits: Limits) -> list[Im
 
 def answers_our_reply(message: Message) -> bool:
     """True when In-Reply-To or References names one of our replies (REPLY_ID_TAG)."""
-    ids = message_ids(_header(message, "In-Reply-To")) + message_ids(_header(message, "References"))
+    ids = message_ids(read_header(message, "In-Reply-To")) + message_ids(read_header(message, "References"))
     return any(f".{REPLY_ID_TAG}@" in message_id for message_id in ids)
 
 
@@ -515,11 +497,6 @@ def _payload(part: Message) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
-def _first_id(value: str) -> str:
-    found = message_ids(value)
-    return found[0] if found else ""
-
-
 # -- reading replies on the client -----------------------------------------
 
 def parse_reply(raw: bytes, protection: Protection | None = None) -> Reply:
@@ -542,10 +519,10 @@ def parse_reply(raw: bytes, protection: Protection | None = None) -> Reply:
                 text = part.get_content()
             except Exception:
                 text = _payload(part).decode("utf-8", "replace")
-    reply = Reply(in_reply_to=message_ids(_header(message, "In-Reply-To")),
-                  references=message_ids(_header(message, "References")),
+    reply = Reply(in_reply_to=message_ids(read_header(message, "In-Reply-To")),
+                  references=message_ids(read_header(message, "References")),
                   answers=answers, text=str(text),
-                  from_animalid=_header(message, MARK_HEADER).strip().lower() == REPLY_MARK)
+                  from_animalid=read_header(message, MARK_HEADER).strip().lower() == REPLY_MARK)
     if protection is not None and protection.active:
         _check_reply(message, reply, protection)
     return reply
@@ -579,7 +556,7 @@ def _errors_only(answers: list[dict] | None) -> bool:
 def reply_headers_match(raw_headers: bytes, outstanding: set[str] | dict) -> str | None:
     """Which outstanding request id this (header-only) message replies to, if any."""
     message = parse_bytes(raw_headers)
-    for message_id in message_ids(_header(message, "In-Reply-To")):
+    for message_id in message_ids(read_header(message, "In-Reply-To")):
         if message_id in outstanding:
             return message_id
     return None

@@ -58,6 +58,7 @@ from email.message import EmailMessage, Message
 
 from animalid.config import Config, Section
 from animalid.errors import PermanentError
+from animalid.mail.headers import first_message_id, read_header
 
 SIGNATURE_HEADER = "X-Animalid-Signature"
 SIGNATURE_VERSION = "v1"
@@ -71,7 +72,6 @@ MAX_INDEX_BYTES = 1_000_000
 MAX_SEALED_FILES = 1000
 _SIGNING_LABEL = b"animalid v1 hmac-sha256 signing key"
 _ENCRYPTION_LABEL = b"animalid v1 aes-256-gcm encryption key"
-_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 
 
 class ProtectionError(PermanentError):
@@ -293,17 +293,12 @@ def _configured_secret(section: Section, name: str) -> str | None:
 
 
 def _header(message: Message, name: str) -> str:
-    try:
-        value = message.get(name)
-    except Exception:  # the header parser on hostile input: fall back to the raw text
-        values = message.get_all(name, failobj=[""])
-        value = values[0] if values else ""
-    return " ".join(str(value or "").split())
+    """The header with its whitespace folded to single spaces: what the signature covers."""
+    return " ".join(read_header(message, name).split())
 
 
 def _first_id(message: Message, name: str) -> str:
-    found = _MESSAGE_ID.findall(_header(message, name))
-    return found[0] if found else ""
+    return first_message_id(read_header(message, name))
 
 
 def _addresses(message: Message, name: str) -> str:

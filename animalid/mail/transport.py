@@ -33,6 +33,7 @@ from typing import Callable, TypeVar
 from animalid.config import Config
 from animalid.errors import (AnimalIdError, AuthError, ConfigError, PermanentError, TransientError,
                      UnreachableError)
+from animalid.mail.headers import server_text
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
         return AuthError(f"{endpoint.where} refused the login ({exc.smtp_code} {_reply_text(exc)})")
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
-        detail = "; ".join(f"<{rcpt}>: {code} {_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
+        detail = "; ".join(f"<{rcpt}>: {code} {server_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
         if all(400 <= code < 500 for code in codes):
             return TransientError(f"{endpoint.where}: recipient deferred: {detail}")
         return MessageRejected(f"{endpoint.where}: recipient refused: {detail}")
@@ -221,12 +222,7 @@ def _by_reply_code(endpoint: Endpoint, code: int, text: str) -> AnimalIdError:
 
 
 def _reply_text(exc: smtplib.SMTPResponseException) -> str:
-    return _text(exc.smtp_error)
-
-
-def _text(raw) -> str:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return " ".join(text.split())[:300]
+    return server_text(exc.smtp_error)
 
 
 # -- sending ----------------------------------------------------------------

@@ -25,6 +25,7 @@ sender told (at most once an hour). Replies are signed / encrypted alike.
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import logging
 import os
@@ -119,6 +120,15 @@ class ServerSettings:
             allowed=AllowedSenders.from_config(config),
             protection=Protection.from_config(config),
         )
+
+
+class Verdict(enum.Enum):
+    """What triage decides for one request."""
+
+    WORK = "work"  # classify it and answer
+    REMOVE = "remove"  # finished (answered before, or refused with a notice): delete it
+    KEEP = "keep"  # leave it in the mailbox (ignored, refused; the ledger remembers)
+    SET_ASIDE = "set-aside"  # failed too often: already moved to the failed folder
 
 
 @dataclass
@@ -347,9 +357,9 @@ class Server:
                 ids_in_pass.add(incoming.message_id)
             job = Job(ref, incoming, attempts[ref.key])
             verdict = self._triage(job, stats)
-            if verdict == "work":
+            if verdict is Verdict.WORK:
                 jobs.append(job)
-            elif verdict == "remove":
+            elif verdict is Verdict.REMOVE:
                 done.append(ref)
         if jobs:
             self._classify(jobs)
@@ -369,8 +379,8 @@ class Server:
                         clean_text(exc))
             return None
 
-    def _triage(self, job: Job, stats: PassStats) -> str:
-        """Decide: "work" (classify and answer), "remove" (finished) or "keep" (leave it)."""
+    def _triage(self, job: Job, stats: PassStats) -> "Verdict":
+        """Decide what becomes of a request before any classifying (see ``Verdict``)."""
         ref, incoming = job.ref, job.incoming
         ledger, settings = self.ledger, self.settings
         message_id, sender = incoming.message_id, incoming.sender
@@ -379,32 +389,32 @@ class Server:
             # The same mail under a new key: Gmail POP3, or a new UIDVALIDITY.
             reason = f"already {earlier.state.replace('_', ' ')} as {earlier.key}"
             self._finish(earlier.state, job, reason)
-            return "remove" if earlier.state == ANSWERED else "keep"
+            return Verdict.REMOVE if earlier.state == ANSWERED else Verdict.KEEP
         if not incoming.is_request:
             self._log(job, "ignored", incoming.reason)
             ledger.mark_ignored(ref.key, message_id, sender, incoming.reason)
             stats.ignored += 1
-            return "keep"
+            return Verdict.KEEP
         if not settings.allowed.allows(sender):
             self._log(job, "refused", "sender not allowed")
             ledger.mark_ignored(ref.key, message_id, sender, "sender not allowed")
             stats.refused += 1
-            return "keep"
+            return Verdict.KEEP
         if incoming.protection_problem:
             self._refuse_unprotected(job)
             stats.refused += 1
-            return "keep"
+            return Verdict.KEEP
         if settings.rate_limit_per_hour and \
                 ledger.count_events(sender, RATE_WINDOW_S) >= settings.rate_limit_per_hour:
             self._refuse_over_rate(job)
             stats.refused += 1
-            return "remove"
+            return Verdict.REMOVE
         if job.attempts > settings.max_attempts:
             self._set_aside(job, f"failed {job.attempts - 1} times", tell_sender=True)
             stats.set_aside += 1
-            return "set-aside"
+            return Verdict.SET_ASIDE
         ledger.note_event(sender)
-        return "work"
+        return Verdict.WORK
 
     def _refuse_over_rate(self, job: Job) -> None:
         limit = self.settings.rate_limit_per_hour

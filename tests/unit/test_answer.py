@@ -8,7 +8,7 @@ from animalid.recognition.answer import AnswerBuilder, AnswerRules
 
 from animalid.contract import headline, render_text
 from animalid.recognition.knowledge import load_knowledge_base
-from tests.conftest import ROOT
+from animalid.testing.harness import ROOT
 
 RULES = AnswerRules(rank_threshold=0.5, min_confidence=0.2, animal_threshold=0.2,
                     rank_thresholds={"species": 0.9, "genus": 0.8, "family": 0.55})

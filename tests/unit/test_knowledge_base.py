@@ -8,7 +8,7 @@ import re
 import pytest
 
 from animalid.recognition.knowledge import CLASS_RANKS, IUCN_CATEGORIES, RANKS, load_knowledge_base
-from tests.conftest import ROOT
+from animalid.testing.harness import ROOT
 
 KB_PATH = ROOT / "animal_image.json"
 ANIMAL_CLASSES = range(398)

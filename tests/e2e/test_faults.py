@@ -1,6 +1,6 @@
 """Faults during a burst of requests: the server is killed, the mail servers restart or defer.
 
-The design (animalid/service.py) is SEND the reply, RECORD it answered in the
+The design (animalid/server/service.py) is SEND the reply, RECORD it answered in the
 ledger (SQLite, synced), then DELETE the request. So:
 
 * a crash anywhere loses nothing: an unrecorded request is still in the
@@ -33,10 +33,9 @@ import pytest
 
 from animalid.server.ledger import ANSWERED
 from animalid.mail.messages import build_request, parse_reply
-from tests.e2e_helpers import (CLIENTS, ServerProcess, assert_answers, empty_mailbox, ledger_states,
+from animalid.testing.harness import (CLIENTS, ServerProcess, assert_answers, empty_mailbox, ledger_states,
                                make_config, photo, replies_by_request, running_server, submit,
                                wait_for)
-from tests.hubfixture import mailhub  # noqa: F401  (the session's hub)
 
 SEED = 20251124
 REQUESTS = 30
@@ -137,7 +136,7 @@ def check_everything_answered_once(configs, burst: Burst, allowed_twice: set[str
 
 # -- kill -9 ------------------------------------------------------------------------------
 
-def test_kill_9_at_random_points_loses_nothing(mailhub, tmp_path):  # noqa: F811
+def test_kill_9_at_random_points_loses_nothing(mailhub, tmp_path):
     rng = random.Random(SEED)
     # Kills count as failed tries (counted before each try, so a message that crashes
     # the server is set aside); allow more tries than this test makes kills.
@@ -171,7 +170,7 @@ def test_kill_9_at_random_points_loses_nothing(mailhub, tmp_path):  # noqa: F811
 # -- the mail servers in trouble ----------------------------------------------------
 
 @pytest.mark.parametrize("receive", ["imap", "pop3"])
-def test_hub_restarts_and_4xx_replies_during_a_burst_lose_nothing(mailhub, tmp_path, classifier,  # noqa: F811
+def test_hub_restarts_and_4xx_replies_during_a_burst_lose_nothing(mailhub, tmp_path, classifier,
                                                                  caplog, receive):
     configs = client_configs(mailhub, tmp_path, receive, retry_max_delay=1)
     config = configs[CLIENTS[0]]
@@ -242,7 +241,7 @@ class LedgerStall(logging.Handler):
             self.db.close()
 
 
-def test_a_kill_between_send_and_record_is_the_one_duplicate(mailhub, tmp_path):  # noqa: F811
+def test_a_kill_between_send_and_record_is_the_one_duplicate(mailhub, tmp_path):
     configs = client_configs(mailhub, tmp_path, "pop3", retry_max_delay=2)
     config = configs[CLIENTS[0]]
     server = ServerProcess(config, tmp_path / "server.log").start()

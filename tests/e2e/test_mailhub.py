@@ -10,6 +10,7 @@ import select
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import stat
 import subprocess
@@ -22,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-import animalid.devhub.hub as mailhub_module
-from animalid.devhub.hub import HubError, MailHub, _alive, _child_pids
-from tests.hubfixture import mailhub  # noqa: F401  (the shared session hub)
+import animalid.devhub.dovecot as mailhub_module
+from animalid.devhub import HubError, MailHub
+from animalid.devhub.dovecot import _alive, _child_pids
+from animalid.devhub.tls import ensure_tls
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
 
@@ -305,6 +307,49 @@ def test_state_files(mailhub):
     password = mailhub.password("client1")
     for name in ("hub.json", "users", "dovecot.conf", "dovecot.log"):
         assert password not in (mailhub.state / name).read_text(), name
+
+
+def certificate_sans(cert_file: Path) -> tuple[set[str], set[str]]:
+    """(DNS names, IP addresses) of a certificate's subjectAltName."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(san.get_values_for_type(x509.DNSName)), {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
+def test_server_certificate_covers_localhost_and_127_0_0_1(mailhub):
+    dns, ips = certificate_sans(mailhub.state / "tls" / "server.pem")
+    assert "localhost" in dns
+    assert "127.0.0.1" in ips
+    for name in ("localhost", "127.0.0.1"):  # and TLS verifies by either name
+        with socket.create_connection((HOST, mailhub.ports["imaps"]), timeout=10) as raw:
+            with tls(mailhub).wrap_socket(raw, server_hostname=name) as sock:
+                assert sock.recv(200).startswith(b"* OK")
+
+
+def test_certificate_without_the_loopback_names_is_issued_anew(tmp_path):
+    import animalid.devhub.tls as tls_module
+
+    state = tmp_path / "s"
+    (state / "tls").mkdir(parents=True)
+    ensure_tls(state, "hub.test", "127.0.0.1", None)
+    cert_file = state / "tls" / "server.pem"
+    # What an earlier hub might have left: the same CA, but only some other name.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    ca_cert = x509.load_pem_x509_certificate((state / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((state / "tls" / "ca.key").read_bytes(), None)
+    old, old_key = tls_module._make_server_cert(ca_cert, ca_key, {"elsewhere.test"}, set())
+    cert_file.write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    (state / "tls" / "server.key").write_bytes(tls_module._key_pem(old_key))
+    assert certificate_sans(cert_file) == ({"elsewhere.test"}, set())
+
+    ensure_tls(state, "hub.test", "127.0.0.1", None)
+    dns, ips = certificate_sans(cert_file)
+    assert "localhost" in dns and "127.0.0.1" in ips
+    assert x509.load_pem_x509_certificate(cert_file.read_bytes()).issuer == ca_cert.subject
 
 
 def test_failed_folder_exists(mailhub):

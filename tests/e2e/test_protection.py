@@ -1,4 +1,4 @@
-"""End-to-end protection (animalid/protection.py): HMAC-SHA256 signatures and AES-GCM sealing.
+"""End-to-end protection (animalid/mail/protection.py): HMAC-SHA256 signatures and AES-GCM sealing.
 
 First the formats alone (no network): what is covered, what any change breaks,
 replays, keys from the environment or a command and never from the file. Then
@@ -26,9 +26,8 @@ from animalid.mail.messages import (LOOP_GUARD, REQUEST, Limits, build_reply, bu
                                parse_bytes, parse_incoming, parse_reply)
 from animalid.mail.protection import SIGNATURE_HEADER, Protection
 from animalid.client.requester import AnswerTimeout, Requester
-from tests.e2e_helpers import (CLIENTS, assert_answers, empty_mailbox, ledger_state, make_config,
+from animalid.testing.harness import (CLIENTS, assert_answers, empty_mailbox, ledger_state, make_config,
                                photo, replies_by_request, running_server, send_mx, wait_for)
-from tests.hubfixture import mailhub  # noqa: F401  (the session's hub)
 
 SERVER = "server@hub.test"
 CLIENT = "client1@hub.test"
@@ -226,7 +225,7 @@ def test_a_named_key_that_is_missing_or_weak_is_a_config_error(tmp_path, text, p
 # -- end to end -----------------------------------------------------------------------
 
 @pytest.fixture
-def keyed(mailhub, tmp_path, monkeypatch):  # noqa: F811
+def keyed(mailhub, tmp_path, monkeypatch):
     """config(name, client, **security) -> path; the server and client1 share the keys."""
     monkeypatch.setenv("ANIMALID_TEST_SIGNING", SIGNING)
     monkeypatch.setenv("ANIMALID_TEST_ENCRYPTION", ENCRYPTION)
@@ -306,7 +305,7 @@ def test_wrong_key_is_refused_and_only_allowed_senders_are_told(keyed, classifie
 
 
 def test_forged_and_tampered_replies_are_refused_and_the_genuine_one_accepted(
-        mailhub, keyed, classifier):  # noqa: F811
+        mailhub, keyed, classifier):
     config = keyed("keys")
     with Requester(load_config(config)) as requester:
         message_id = requester.send([("bison.png", photo("bison.png"))])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from animalid.contract import CONTRACT_KEYS, render_text
 from animalid.errors import ModelError
-from tests.conftest import ROOT
+from animalid.testing.harness import ROOT
 
 TIGER, DOG, BISON = "tiger.png", "dog.png", "bison.png"
 

@@ -437,7 +437,7 @@ def test_allowed_senders_rejects_nonsense(tmp_path):
         AllowedSenders.from_config(config)
 
 
-# -- hostile mail (see also tests/test_hostile.py, end to end) ------------------------
+# -- hostile mail (see also tests/e2e/test_hostile.py, end to end) ------------------------
 
 @pytest.mark.parametrize("from_lines, problem", [
     ([b"client1@hub.test, client3@hub.test"], "ambiguous From"),

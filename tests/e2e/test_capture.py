@@ -1,7 +1,8 @@
 """Capture like a camera app: client.py's camera front end, used as a person would.
 
 * The pure parts (JPEG size and quality, shot bookkeeping, the answer card)
-  are checked directly.
+  are checked directly in tests/unit/test_capture_parts.py; here the card
+  they draw is what the window must show.
 * The window runs under Xvfb and is driven with xdotool; what it shows is
   read back from a screenshot and compared with the card the pure drawing
   function makes for the same shot and answer (no OCR).
@@ -38,27 +39,14 @@ import pytest
 from animalid.client import capture
 from animalid.contract import headline, warnings_of
 from animalid.errors import ExitStatus
-from tests.hubfixture import mailhub  # noqa: F401  (the fixture)
-from tests.test_roundtrip import make_config
+from animalid.testing.harness import make_config
 
-ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = Path(__file__).resolve().parent / "photos"
+ROOT = Path(__file__).resolve().parents[2]
+PHOTOS = ROOT / "tests" / "photos"
 PYTHON = sys.executable
 FRAME_SIZE = (640, 480)
 # Other tests use this account too; harmless: the Requester only takes replies to its own requests.
 CLIENT_ACCOUNT = "client3"
-
-TIGER = {"scientific_name": "Panthera tigris", "common_name": "tiger", "description": "A big cat.",
-         "habitat": "Forests", "endangered": "Endangered", "dangerous": True, "poisonous": False,
-         "venomous": False, "probability": 87.2, "rank": "species",
-         "taxonomy": {"species": "Panthera tigris"},
-         "alternatives": [{"common_name": "tiger", "scientific_name": "Panthera tigris", "probability": 87.2},
-                          {"common_name": "jaguar", "scientific_name": "Panthera onca", "probability": 4.1}]}
-DOG = {"scientific_name": "Canis lupus familiaris", "common_name": "dog", "description": "",
-       "habitat": "", "endangered": "Domesticated", "dangerous": False, "poisonous": False,
-       "venomous": False, "probability": 93.0, "rank": "species", "taxonomy": {},
-       "alternatives": [{"common_name": "dog", "scientific_name": "Canis lupus familiaris",
-                         "probability": 93.0}]}
 
 
 # -- helpers -----------------------------------------------------------------
@@ -91,19 +79,6 @@ def video(tmp_path_factory) -> Path:
     return make_video(tmp_path_factory.mktemp("camera") / "tiger.avi")
 
 
-def answer_for(animal: dict, file: str) -> dict:
-    return dict(animal, file=file)
-
-
-def new_book(timeout_s: float = 60.0) -> capture.ShotBook:
-    return capture.ShotBook(timeout_s)
-
-
-def add_shot(book: capture.ShotBook, now: float, image: np.ndarray | None = None) -> capture.Shot:
-    image = photo("tiger") if image is None else image
-    return book.add(capture.encode_jpeg(image, 85, 640), now, dt.datetime(2025, 5, 1, 12, 0, 0))
-
-
 def colour_pixels(image_bgr: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 0) -> int:
     target = np.array(rgb[::-1], np.int16)
     return int((np.abs(image_bgr.astype(np.int16) - target).max(axis=2) <= tolerance).sum())
@@ -125,164 +100,11 @@ def expected_card(jpeg: bytes, name: str, number: int, answers: list[dict]) -> n
                                capture.TextPainter.default(), capture.layout_unit(height))
 
 
-# -- pure parts --------------------------------------------------------------
-
-def test_importing_capture_loads_neither_opencv_nor_numpy():
-    # client.py imports the module for its options on every start.
-    code = ("import sys, animalid.client.capture; "
-            "print(sorted(m for m in ('cv2', 'numpy', 'PIL', 'torch') if m in sys.modules))")
-    out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
-
-
-def test_jpeg_is_limited_to_max_side_and_quality_sets_its_size():
-    frame = cv2.resize(photo("tiger"), (1280, 720))
-    small = capture.decode_jpeg(capture.encode_jpeg(frame, 85, max_side=640))
-    assert small.shape[:2] == (360, 640)
-    full = capture.decode_jpeg(capture.encode_jpeg(frame, 85, max_side=0))
-    assert full.shape[:2] == (720, 1280)
-    assert capture.decode_jpeg(capture.encode_jpeg(frame, 85, max_side=2000)).shape[:2] == (720, 1280)
-    assert len(capture.encode_jpeg(frame, 30, 640)) < len(capture.encode_jpeg(frame, 95, 640))
-
-
-def test_resolution_and_source_arguments():
-    assert capture.parse_resolution("1280x720") == (1280, 720)
-    for bad in ("1280", "0x720", "axb"):
-        with pytest.raises(Exception, match="WIDTHxHEIGHT"):
-            capture.parse_resolution(bad)
-    assert capture.camera_source("1") == 1
-    assert capture.camera_source("clip.avi", Path("/etc")) == "/etc/clip.avi"
-    assert capture.camera_source("rtsp://cam/x", Path("/etc")) == "rtsp://cam/x"
-    assert capture.describe_source("rtsp://me:secret@cam/x") == "rtsp://me:***@cam/x"
-
-
-def test_command_line_overrides_config(tmp_path):
-    import argparse
-
-    from animalid.config import load_config
-
-    (tmp_path / "c.ini").write_text("[camera]\nsource = clip.avi\nwidth = 800\nheight = 600\n"
-                                    "jpeg_quality = 70\nmax_side = 1000\nsave_dir = shots\n"
-                                    "[client]\ntimeout = 42\n")
-    parser = argparse.ArgumentParser()
-    capture.add_capture_arguments(parser)
-    config = load_config(tmp_path / "c.ini")
-    from_file = capture.CaptureSettings.from_config(config, parser.parse_args([]))
-    assert (from_file.source, from_file.width, from_file.jpeg_quality) == (str(tmp_path / "clip.avi"), 800, 70)
-    assert (from_file.save_dir, from_file.timeout_s, from_file.window) == (tmp_path / "shots", 42, True)
-    given = capture.CaptureSettings.from_config(config, parser.parse_args(
-        ["--camera", "2", "--resolution", "320x240", "--jpeg-quality", "50", "--max-side", "0",
-         "--no-window", "--save-dir", "elsewhere"]))
-    assert (given.source, given.width, given.height, given.jpeg_quality, given.max_side) == (2, 320, 240, 50, 0)
-    assert (given.window, given.save_dir) == (False, Path("elsewhere"))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--jpeg-quality", "101"])
-
-
-def test_answers_go_back_to_their_own_shot_in_any_order():
-    book = new_book()
-    first, second = add_shot(book, 0.0), add_shot(book, 1.0)
-    assert (first.name, second.name) == ("shot-001-20250501-120000.jpg", "shot-002-20250501-120000.jpg")
-    book.mark_sent(1, "<one@x>", 0.5)
-    book.mark_sent(2, "<two@x>", 1.5)
-    assert capture.waiting_summary(book.waiting(), 3.0) == "waiting for the answers\u2026 shot 1: 3 s, shot 2: 2 s"
-    assert book.take_answers("<two@x>", [answer_for(DOG, second.name)], 2.0) is second
-    assert book.featured is second and first.waiting
-    assert book.take_answers("<stranger@x>", [answer_for(DOG, "x")], 2.5) is None
-    assert book.take_answers("<one@x>", [answer_for(TIGER, first.name)], 4.0) is first
-    assert book.take_answers("<one@x>", [answer_for(DOG, first.name)], 5.0) is None  # duplicate reply
-    assert first.answer["common_name"] == "tiger" and second.answer["common_name"] == "dog"
-    assert first.seconds_waited(99.0) == 4 and not book.waiting()
-    assert book.exit_status() == ExitStatus.OK
-
-
-def test_a_shot_without_answer_times_out_and_a_late_answer_still_counts():
-    book = new_book(timeout_s=10)
-    shot = add_shot(book, 0.0)
-    assert book.expire(100.0) == []  # not sent yet: no answer to wait for
-    book.mark_sent(1, "<one@x>", 1.0)
-    assert book.expire(10.9) == []
-    assert book.expire(11.0) == [shot]
-    assert shot.problem == "no answer within 10 s" and book.exit_status() == ExitStatus.TIMEOUT
-    book.take_answers("<one@x>", [answer_for(TIGER, shot.name)], 12.0)
-    assert shot.problem is None and book.exit_status() == ExitStatus.OK
-    unsent = add_shot(book, 13.0)
-    book.mark_not_sent(unsent.number, "SMTP says no", ExitStatus.AUTH)
-    assert unsent.problem == "not sent: SMTP says no" and book.exit_status() == ExitStatus.AUTH
-
-
-def test_card_shows_names_probability_and_warning_badges():
-    book = new_book()
-    shot = add_shot(book, 0.0)
-    book.mark_sent(1, "<one@x>", 0.0)
-    assert capture.card_text(shot, 3.4).subtitle == "waiting for the answer\u2026 3 s"
-    book.take_answers("<one@x>", [answer_for(TIGER, shot.name)], 2.0)
-    text = capture.card_text(shot, 5.0)
-    assert (text.title, text.probability, text.subtitle) == ("Tiger", "87.2%", "Panthera tigris \u00b7 shot 1")
-    assert text.badges == ("DANGEROUS", "ENDANGERED")
-    assert text.details == ("Top matches:", "1. tiger (Panthera tigris) 87.2%", "2. jaguar (Panthera onca) 4.1%")
-    painter = capture.TextPainter.default()
-    card = capture.render_card(shot, 600, 5.0, painter, 16)
-    for flag in text.badges:
-        assert colour_pixels(card, capture.BADGE_COLOURS[flag]) > 300, flag
-
-    dog_book = new_book()
-    dog = add_shot(dog_book, 0.0, photo("dog"))
-    dog_book.mark_sent(1, "<d@x>", 0.0)
-    dog_book.take_answers("<d@x>", [answer_for(DOG, dog.name)], 1.0)
-    assert capture.card_text(dog, 1.0).badges == ()
-    dog_card = capture.render_card(dog, 600, 1.0, painter, 16)
-    for colour in capture.BADGE_COLOURS.values():
-        assert colour_pixels(dog_card, colour) < 20
-
-
-def test_card_for_a_shot_the_server_could_not_read():
-    book = new_book()
-    shot = add_shot(book, 0.0)
-    book.mark_sent(1, "<one@x>", 0.0)
-    book.take_answers("<one@x>", [{"file": shot.name, "error": "not an image"}], 1.0)
-    text = capture.card_text(shot, 1.0)
-    assert (text.title, text.subtitle) == ("shot 1: not identified", "not an image")
-    assert book.exit_status() == ExitStatus.ERROR
-
-
-def test_accented_names_keep_their_accents():
-    painter = capture.TextPainter.default()
-    assert painter.truetype, "fonts-dejavu-core (or another TrueType font) should be installed"
-
-    def ink_rows(text: str) -> np.ndarray:
-        canvas = np.zeros((60, 80, 3), np.uint8)
-        with painter.canvas(canvas) as pen:
-            pen.text(10, 10, text, 30, capture.WHITE)
-        return np.flatnonzero(canvas.max(axis=(1, 2)) > 128)
-
-    # The tilde of "Ñ" is ink above the "N": a font without it would draw "?" or nothing.
-    assert ink_rows("\u00d1")[0] < ink_rows("N")[0] - 3
-    assert capture.TextPainter().width("Nand\u00fa", 20) == capture.TextPainter().width("Nandu", 20)
-
-
-def test_archive_keeps_each_shot_with_its_answer(tmp_path):
-    archive = capture.ShotArchive.open(tmp_path / "shots")
-    book = new_book()
-    shot = add_shot(book, 0.0)
-    archive.keep_shot(shot)
-    book.mark_sent(1, "<one@x>", 0.0)
-    book.take_answers("<one@x>", [answer_for(TIGER, shot.name)], 2.5)
-    archive.keep_outcome(shot)
-    folder = tmp_path / "shots"
-    assert (folder / shot.name).read_bytes() == shot.jpeg
-    record = json.loads((folder / "shot-001-20250501-120000.json").read_text())
-    assert (record["shot"], record["message_id"], record["answer_after_s"]) == (1, "<one@x>", 2.5)
-    assert record["answers"][0]["common_name"] == "tiger"
-    report = (folder / "shot-001-20250501-120000.txt").read_text()
-    assert report.startswith("shot 1 (message id <one@x>):\n") and "Tiger (Panthera tigris), 87.2%" in report
-
-
 # -- processes: terminal, window ---------------------------------------------
 
 # Runs capture.run with a stand-in Requester: the UI tests test the UI, not mail.
-# Shot N is answered DELAYS[N-1] seconds after it was sent, with TIGER or DOG
-# in turn; every sent JPEG and the answer given are kept in the spool folder.
+# Shot N is answered DELAYS[N-1] seconds after it was sent, with the tiger or
+# the dog of tiger_and_dog (tests/conftest.py) in turn; every sent JPEG and the answer given are kept in the spool folder.
 STAND_IN_DRIVER = r'''
 import argparse, json, sys, time
 from pathlib import Path
@@ -327,7 +149,7 @@ sys.exit(capture.run(load_config(args.config), args, requester=requester))
 
 
 @pytest.fixture()
-def stand_in(tmp_path, video):
+def stand_in(tmp_path, video, tiger_and_dog):
     """argv for the camera front end with a stand-in Requester; the spool folder."""
     driver = tmp_path / "driver.py"
     driver.write_text(STAND_IN_DRIVER)
@@ -338,7 +160,7 @@ def stand_in(tmp_path, video):
 
     def argv(*extra: str, delays: str = "0.3") -> list[str]:
         return [PYTHON, str(driver), "--config", str(config), "--spool", str(spool),
-                "--delays", delays, "--animals", json.dumps([TIGER, DOG]), *extra]
+                "--delays", delays, "--animals", json.dumps(list(tiger_and_dog)), *extra]
     return argv, spool
 
 
@@ -646,7 +468,7 @@ def write_hub_config(hub, folder: Path, video: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def animal_server(mailhub, tmp_path_factory, video):  # noqa: F811  (the fixture)
+def animal_server(mailhub, tmp_path_factory, video):
     """server.py on the hub, with the real classifier; yields its config file."""
     folder = tmp_path_factory.mktemp("e2e")
     config = write_hub_config(mailhub, folder, video)

@@ -1,10 +1,11 @@
-"""Helpers shared by the end-to-end tests: configs for the session's hub, the server in a
-thread or as a real process, and reading mailboxes and the server's ledger.
+"""What the end-to-end tests and the benchmarks share: configs for a running hub, the
+server in a thread or as a real process, and reading mailboxes and the server's ledger.
 
-Nothing here mocks a mail protocol or the model: the hub is Dovecot plus the SMTP front
-(tests/hubfixture.py), the server is animalid.service.Server (in a thread, with the
-session's classifier) or server.py (a process of its own, so it can be killed with
-SIGKILL and its memory measured), and mailboxes are read over IMAP.
+Development tooling, like ``animalid.devhub``: no runtime module imports it (pyproject.toml's
+import contracts say so). Nothing here mocks a mail protocol or the model: the hub is
+Dovecot plus the SMTP front (animalid.devhub), the server is animalid.server.service.Server
+(in a thread, with the session's classifier) or server.py (a process of its own, so it
+can be killed with SIGKILL and its memory measured), and mailboxes are read over IMAP.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
-import pytest
-
 from animalid.config import load_config
 from animalid.server.ledger import Ledger
 from animalid.mail.mailbox import open_mailbox
-from animalid.mail.messages import message_ids, parse_bytes
+from animalid.mail.headers import message_ids
+from animalid.mail.messages import parse_bytes
 from animalid.server.service import Server, serving_in_background
 
-ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = Path(__file__).resolve().parent / "photos"
+# The repository: the package is installed editable from it (make install).
+ROOT = Path(__file__).resolve().parents[2]
+PHOTOS = ROOT / "tests" / "photos"
 CLIENTS = ("client1", "client2", "client3", "client4")
 FAMILY = {"tiger.png": "Felidae", "dog.png": "Canidae", "bison.png": "Bovidae"}
 
@@ -148,25 +149,6 @@ def send_from_outside(hub, message: EmailMessage) -> None:
     """Deliver like mail from the internet: the hub's MX listener, no AUTH."""
     with smtplib.SMTP("127.0.0.1", hub.ports["smtp_mx"], timeout=10) as smtp:
         smtp.send_message(message)
-
-
-@pytest.fixture
-def configs(mailhub, tmp_path):  # noqa: F811
-    """config(client, receive, server_receive, **server settings) -> path; all mailboxes emptied."""
-    made = {}
-
-    def config(client: str = "client1", receive: str = "pop3", server_receive: str = "pop3",
-               **settings) -> Path:
-        key = (client, receive, server_receive, tuple(sorted(settings.items())))
-        if key not in made:
-            made[key] = make_config(mailhub, tmp_path, client, receive, server_receive, **settings)
-        return made[key]
-
-    first = config()
-    empty_mailbox(first, "server")
-    for client in CLIENTS:
-        empty_mailbox(config(client), "client")
-    return config
 
 
 def assert_answers(answers: list[dict], names: list[str]) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from animalid.config import load_config
 from animalid.errors import ConfigError
-from tests.conftest import ROOT
+from animalid.testing.harness import ROOT
 
 
 def write(tmp_path, text: str):

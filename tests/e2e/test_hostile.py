@@ -45,11 +45,10 @@ from animalid.config import load_config
 from animalid.server.ledger import ANSWERED, IGNORED
 from animalid.mail.mailbox import TooLarge, open_mailbox
 from animalid.mail.messages import build_request, parse_bytes, parse_reply
-from tests import corpora
-from tests.e2e_helpers import (CLIENTS, ServerProcess, assert_answers, deliver_lmtp,
+from tests.e2e import corpora
+from animalid.testing.harness import (CLIENTS, ServerProcess, assert_answers, deliver_lmtp,
                                empty_mailbox, ledger_states, make_config, photo, replies_by_request,
                                send_mx, submit, to_crlf, wait_for)
-from tests.hubfixture import mailhub  # noqa: F401  (the session's hub)
 
 ALLOWED = ("client1@hub.test", "client2@hub.test")
 OUTSIDER = "someone@elsewhere.example"
@@ -138,7 +137,7 @@ class Hostile:
 
 
 @pytest.fixture(scope="module")
-def hostile(mailhub, tmp_path_factory):  # noqa: F811
+def hostile(mailhub, tmp_path_factory):
     world = Hostile(mailhub, tmp_path_factory.mktemp("hostile")).start()
     try:
         yield world

@@ -1,11 +1,12 @@
 """End to end: client -> real mail hub -> server with the real classifier -> client.
 
-Nothing is mocked: the hub is Dovecot plus the SMTP front (tests/hubfixture.py),
+Nothing is mocked: the hub is Dovecot plus the SMTP front (the mailhub fixture in tests/conftest.py),
 the server is animalid.service.Server running in a thread with the session's
 classifier (or server.py as a process for --once), and the client is the
 Requester or client.py as a process. Each test gets its own config file and
 server state file; every mailbox is emptied before each test. The helpers
-live in tests/e2e_helpers.py, shared with the robustness tests.
+live in animalid/testing/harness.py, shared with the robustness tests
+and the benchmarks.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request, parse_bytes
 from animalid.client.requester import Requester
 from animalid.server.service import Server
-from tests.e2e_helpers import (CLIENTS, PHOTOS, assert_answers, configs, drop_connections,  # noqa: F401
+from animalid.testing.harness import (CLIENTS, PHOTOS, assert_answers, drop_connections,  # noqa: F401
                                ledger_state, mailbox_messages, make_config, photo, run_cli,
                                running_server, send_from_outside, send_raw, wait_for)
-from tests.hubfixture import mailhub  # noqa: F401  (the session's hub)
 
 
 # -- round trips --------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_bad_image_is_answered_with_an_error_not_a_crash(configs, classifier):
 
 # -- who gets no answer -------------------------------------------------------
 
-def test_strangers_automatic_mail_and_duplicates_get_no_reply(mailhub, configs, classifier):  # noqa: F811
+def test_strangers_automatic_mail_and_duplicates_get_no_reply(mailhub, configs, classifier):
     config = configs(allowed_senders="client1@hub.test")
     stranger_config = configs("client2")
     image = [("tiger.png", photo("tiger.png"))]
@@ -191,7 +191,7 @@ def test_request_failing_too_often_is_set_aside_and_its_sender_told(configs, cla
         assert len(box.list()) == 1
 
 
-def test_server_reconnects_after_the_mail_servers_restart(mailhub, configs, classifier):  # noqa: F811
+def test_server_reconnects_after_the_mail_servers_restart(mailhub, configs, classifier):
     config = configs(receive="imap", server_receive="imap")
     with running_server(config, classifier) as server:
         with Requester(load_config(config)) as requester:
@@ -266,7 +266,7 @@ def test_client_starts_without_heavy_imports():
 
 
 # Last: failed logins make Dovecot slow down later logins from this address.
-def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):  # noqa: F811
+def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):
     config = make_config(mailhub, tmp_path, client_password="wrong-password")
     client = run_cli("client.py", "--image", str(PHOTOS / "tiger.png"), "--config", str(config),
                      "--timeout", "5")
@@ -281,7 +281,7 @@ def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):  # noqa: F81
     assert "refused the login" in server.stderr and "Traceback" not in server.stderr
 
 
-def test_unreachable_mail_server_gives_status_5(mailhub, tmp_path):  # noqa: F811
+def test_unreachable_mail_server_gives_status_5(mailhub, tmp_path):
     config = make_config(mailhub, tmp_path)
     text = config.read_text().replace(f"port = {mailhub.ports['submission']}", "port = 9")
     config.write_text(text)
