@@ -12,7 +12,16 @@ OAuth2 token) is named by ``<name>_env`` (an environment variable) or
 ``<name>_command`` (a command whose standard output is the secret; it runs
 without a shell, in the config file's folder). Relative paths in the file are
 relative to the file's folder, so the programs behave the same from any
-working directory.
+working directory; an error about a path names the path it resolved to and
+the folder it is relative to.
+
+A value may name another setting as ``${section:key}`` (configparser's
+ExtendedInterpolation spelling): the shipped file writes the local hub's
+folder once, in ``[hub] state_dir``, and the CA file, the password commands
+and the server's state file say ``${hub:state_dir}/...``, so moving the hub
+is one edit. A port left empty follows the host (transport.py): the
+protocol's standard port, plus ``[hub] port_offset`` when the host is the
+local hub.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import configparser
 import difflib
 import os
+import re
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -40,26 +50,28 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "clients": "client1, client2",
     },
     "smtp": {
-        "host": "127.0.0.1",
-        "port": "1587",
+        # localhost, not 127.0.0.1: clients that check only DNS names in the
+        # certificate (fetchmail) accept the hub's certificate for it.
+        "host": "localhost",
+        "port": "",  # empty: the standard port, plus [hub] port_offset for the hub
         "security": "starttls",
-        "ca_file": ".mailhub/ca.pem",
+        "ca_file": "${hub:state_dir}/ca.pem",
         "timeout": "30",
     },
     "imap": {
-        "host": "127.0.0.1",
-        "port": "1993",
+        "host": "localhost",
+        "port": "",
         "security": "tls",
-        "ca_file": ".mailhub/ca.pem",
+        "ca_file": "${hub:state_dir}/ca.pem",
         "timeout": "30",
         "folder": "INBOX",
         "idle_refresh": "1500",
     },
     "pop3": {
-        "host": "127.0.0.1",
-        "port": "1995",
+        "host": "localhost",
+        "port": "",
         "security": "tls",
-        "ca_file": ".mailhub/ca.pem",
+        "ca_file": "${hub:state_dir}/ca.pem",
         "timeout": "30",
     },
     "client": {
@@ -67,13 +79,14 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "username": "",  # empty: the same as address
         "auth": "password",
         "password_env": "ANIMALID_CLIENT_PASSWORD",
-        "password_command": "cat .mailhub/secrets/client1",
+        "password_command": "cat ${hub:state_dir}/secrets/client1",
         "token_env": "",
         "token_command": "",
         "server_address": "server@hub.test",
         "receive": "imap",
         "poll_interval": "1.0",
         "timeout": "120",
+        "state_file": ".client-state.json",
     },
     "camera": {
         "source": "0",
@@ -89,13 +102,14 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "username": "",  # empty: the same as address
         "auth": "password",
         "password_env": "ANIMALID_SERVER_PASSWORD",
-        "password_command": "cat .mailhub/secrets/server",
+        "password_command": "cat ${hub:state_dir}/secrets/server",
         "token_env": "",
         "token_command": "",
         "receive": "imap",
         "poll_interval": "0.1",
         "allowed_senders": "hub",
-        "state_file": ".mailhub/server-state.sqlite",
+        "display_name": "Animal ID",
+        "state_file": "${hub:state_dir}/server-state.sqlite",
         "max_attempts": "3",
         "failed_folder": "Failed",
         "answered_folder": "",
@@ -105,6 +119,12 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "max_images": "10",
         "max_image_pixels": "40000000",
         "rate_limit_per_hour": "120",
+        # Several servers on one mailbox (animalid/server/claims.py, README "Many servers").
+        "ledger": "",  # empty: SQLite at state_file; or postgresql://user@host/database
+        "ledger_password_env": "",
+        "ledger_password_command": "",
+        "claims_folder": "animalid-claims",
+        "claim_lease": "60",
     },
     "security": {
         "signing_key_env": "",
@@ -115,28 +135,31 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "notify_signature_failures": "no",
     },
     "classifier": {
-        "model": "models/efficientnet_lite2.json",
+        "model": "models/balanced.json",
         "views": "",
         "knowledge_base": "animal_image.json",
         "device": "auto",
         "threads": "0",
         "top_k": "3",
         "allow_pickle": "no",
-        "species_threshold": "0.90",
-        "genus_threshold": "0.80",
-        "family_threshold": "0.55",
-        "order_threshold": "0.55",
-        "class_threshold": "0.50",
-        "phylum_threshold": "0.20",
+        "species_threshold": "",
+        "genus_threshold": "",
+        "family_threshold": "",
+        "order_threshold": "",
+        "class_threshold": "",
+        "phylum_threshold": "",
         "rank_threshold": "0.5",
         "min_confidence": "0.20",
         "animal_threshold": "0.20",
+        "animal_candidates": "50",
         "lead_probability": "0.50",
         "lead_ratio": "3",
     },
 }
 
 _MISSING = object()
+# ${section:key}: a reference to another setting's value (one level, no nesting).
+_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+):([A-Za-z0-9_]+)\}")
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
 _SECRET_COMMAND_TIMEOUT_S = 30
@@ -210,10 +233,38 @@ class Section:
         return ConfigError(f"{self._where(key)}: {problem}")
 
     def raw(self, key: str) -> str:
-        """The file's value when the key is there (even empty), else the table's default."""
+        """The file's value when the key is there (even empty), else the table's default;
+        ``${section:key}`` references replaced by those settings' values."""
+        return self.expand(key, self.written(key))
+
+    def written(self, key: str) -> str:
+        """The value as written (file or table), references left as they are."""
         if self.config.parser.has_option(self.name, key):
             return self.config.parser.get(self.name, key).strip()
         return DEFAULTS.get(self.name, {}).get(key, "")
+
+    def expand(self, key: str, value: str) -> str:
+        """``value`` (of ``key``) with each ``${section:key}`` replaced by that setting's value."""
+        if "${" not in value:
+            return value
+
+        def replace(match: re.Match) -> str:
+            section, name = match.group(1).lower(), match.group(2).lower()
+            if name not in DEFAULTS.get(section, {}):
+                raise self.error(key, f"${{{match.group(1)}:{match.group(2)}}} names no setting")
+            target = Section(self.config, section).written(name)
+            if "${" in target:
+                raise self.error(key, f"[{section}] {name} refers to another setting itself; "
+                                      "references are one level deep")
+            return target
+
+        return _REFERENCE.sub(replace, value)
+
+    def relative_to(self, raw: str) -> str:
+        """How a relative path of this file is read, for error messages ("" for an absolute one)."""
+        if not raw or Path(os.path.expanduser(raw)).is_absolute():
+            return ""
+        return f"{raw!r} is relative to the folder of {self.config.path.name}: {self.config.folder}"
 
     def has(self, key: str) -> bool:
         return self.raw(key) != ""
@@ -284,7 +335,8 @@ class Section:
         if not path.is_absolute():
             path = self.config.folder / path
         if must_exist and not path.exists():
-            raise self.error(key, f"{path} does not exist")
+            relative = self.relative_to(str(raw))
+            raise self.error(key, f"{path} does not exist" + (f" ({relative})" if relative else ""))
         return path
 
     def get_secret(self, name: str, required: bool = True) -> str | None:
@@ -302,7 +354,9 @@ class Section:
         own = parser.has_option(self.name, env_key) or parser.has_option(self.name, command_key)
 
         def source(key: str) -> str:
-            return parser.get(self.name, key, fallback="").strip() if own else self.raw(key)
+            if own:
+                return self.expand(key, parser.get(self.name, key, fallback="").strip())
+            return self.raw(key)
 
         variable, command = source(env_key), source(command_key)
         if variable and variable in os.environ:

@@ -18,7 +18,17 @@ CONTRACT_KEYS = ("file", "scientific_name", "common_name", "description", "habit
 
 
 def headline(answer: dict) -> str:
-    """One line: what it is and how sure, e.g. "Tiger (Panthera tigris), 87%"."""
+    """One line that leads with the animal, and says what is certain and what is not.
+
+    * the answer names the animal itself: "Tiger (Panthera tigris), 97%";
+    * the most likely animal is well ahead (``lead``): it comes first, with its
+      own probability, then what the answer claims, the least it stands by:
+      "Tiger (Panthera tigris), 64%; at least family Felidae: Cat (wild or
+      domestic), 77%";
+    * otherwise the claim comes first and the most likely animal is offered as
+      a possibility: "Dog, wolf or fox: family Canidae, 64%; possibly Eskimo
+      Dog (Canis lupus familiaris), 19%".
+    """
     if "error" in answer:
         return f"error: {answer['error']}"
     name, probability = answer.get("common_name", ""), answer.get("probability", 0)
@@ -29,14 +39,32 @@ def headline(answer: dict) -> str:
             return f"{name}; it looks like: {looks_like['label']} ({looks_like['probability']:g}%)"
         return name
     scientific = answer.get("scientific_name", "")
+    most_likely = lead_of(answer) or answer.get("most_likely")
+    if lead_of(answer):
+        claim = (f"{_capital(name)} ({scientific})" if rank == "species"
+                 else f"{rank} {scientific}: {_capital(name)}")
+        return f"{_candidate(most_likely, scientific)}, {most_likely['probability']:g}%; " \
+               f"at least {claim}, {probability:g}%"
     if rank == "species":
         text = f"{_capital(name)} ({scientific}), {probability:g}%"
     else:
         text = f"{_capital(name)}: {rank} {scientific}, {probability:g}%"
-    most_likely = answer.get("most_likely")
     if most_likely:
-        text += f", most likely {most_likely['common_name']} ({most_likely['probability']:g}%)"
+        text += f"; possibly {_candidate(most_likely, scientific)}, {most_likely['probability']:g}%"
     return text
+
+
+def lead_of(answer: dict) -> dict | None:
+    """The most likely animal when the answer leads with it (well ahead of the others), else None."""
+    most_likely = answer.get("most_likely")
+    return most_likely if most_likely and answer.get("lead") else None
+
+
+def _candidate(candidate: dict, claimed: str = "") -> str:
+    """A candidate's name, with its scientific name unless that is the claim's (a breed)."""
+    scientific = candidate.get("scientific_name", "")
+    name = _capital(candidate.get("common_name", ""))
+    return f"{name} ({scientific})" if scientific and scientific != claimed else name
 
 
 def warnings_of(answer: dict) -> list[str]:

@@ -1,20 +1,33 @@
 #!/usr/bin/env python3
-"""Print the classifier's speed and memory figures.
+"""Print the classifier's speed and memory figures, for each mode in models/.
 
-* cold start: a fresh ``python classifier.py --json IMAGE`` process, from exec
-  to the printed answer (median of 3), beside a bare ``import torch``
-  process, which is the framework's own share;
-* latency per image at batch 1: decode + preprocess + network + answer,
-  median and p95;
-* throughput at the best batch size (network and preprocessing);
-* peak RSS of a classifying process, beside a process that only imports torch.
+For each mode (``models/fast.json``, ``models/balanced.json``,
+``models/full.json``; config.ini's ``[classifier] model`` picks one):
 
-    python benchmarks/classifier_speed.py [--runs 40]
+* cold start: a fresh ``python classifier.py --json --model MODE IMAGE``
+  process, from exec to the printed answer (median of 3), beside a bare
+  ``import torch`` process, which is the framework's own share;
+* latency per image at batch 1: decode + preprocess + every network and view
+  + answer, median and p95, for the small demo photo and for a 12-megapixel
+  JPEG (4032 x 3024, what a phone sends);
+* throughput: images per second with BATCH_SIZE tensors per forward pass
+  (an image brings one tensor per view) and, for comparison, other sizes;
+* peak RSS of a process that loads the mode and classifies 16 images, beside
+  a process that only imports torch.
+
+The modes are timed in turns within one run, so their figures compare even
+when the machine is busy; compare figures within one run.
+
+    python benchmarks/classifier_speed.py [--runs 20] [--modes fast,balanced,full]
+
+The mode in config.ini must keep its batch-1 latency at or under 0.5 s per
+image on 2 CPU cores (README, "Accuracy").
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import subprocess
@@ -24,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"
+MODES = ("fast", "balanced", "full")
 
 # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so a child of this
 # (large) benchmark process would report the parent's peak.
@@ -48,58 +62,103 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def phone_photo() -> bytes:
+    """The demo photo blown up to 4032 x 3024, as a phone's JPEG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(PHOTO).convert("RGB").resize((4032, 3024)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=40, help="timed runs per figure")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per latency figure")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (models/MODE.json)")
     args = parser.parse_args()
-
-    classify_rss = peak_rss_mb(
-        "from animalid.config import load_config; from animalid.recognition.classifier import Classifier; "
-        f"c = Classifier.from_config(load_config()); c.classify([('x', open({str(PHOTO)!r}, 'rb').read())] * 16)")
-    torch_rss = peak_rss_mb("import torch, torchvision")
-    cold = statistics.median(timed_process([sys.executable, "classifier.py", "--json", str(PHOTO)])
-                             for _ in range(3))
-    torch_import = statistics.median(timed_process([sys.executable, "-c", "import torch, torchvision"])
-                                     for _ in range(3))
-    print(f"cold start to first answer: {cold:.2f} s median "
-          f"(a process that only imports torch and torchvision: {torch_import:.2f} s = "
-          f"{100 * torch_import / cold:.0f}%)")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    paths = {mode: ROOT / "models" / f"{mode}.json" for mode in modes}
 
     from animalid.config import load_config
-    from animalid.recognition.classifier import Classifier
+    from animalid.recognition.model import EnsembleSpec
 
-    classifier = Classifier.from_config(load_config())
-    data = PHOTO.read_bytes()
-    classifier.classify([("warmup", data)])
-    latencies = []
-    for _ in range(args.runs):
-        started = time.perf_counter()
-        classifier.classify([("tiger", data)])
-        latencies.append(time.perf_counter() - started)
-    print(f"latency per image, batch 1: {1000 * statistics.median(latencies):.1f} ms median, "
-          f"{1000 * percentile(latencies, 0.95):.1f} ms p95 ({args.runs} runs)")
+    config = load_config()
+    configured = config.section("classifier").get_path("model").resolve()
+    figures = {mode: {} for mode in modes}
+
+    torch_import = statistics.median(timed_process([sys.executable, "-c", "import torch, torchvision"])
+                                     for _ in range(3))
+    torch_rss = peak_rss_mb("import torch, torchvision")
+    for mode in modes:
+        figures[mode]["cold_start_s"] = statistics.median(
+            timed_process([sys.executable, "classifier.py", "--json", "--model", str(paths[mode]), str(PHOTO)])
+            for _ in range(3))
+        figures[mode]["peak_rss_mb"] = peak_rss_mb(
+            "from animalid.config import load_config; from animalid.recognition.classifier import Classifier; "
+            "from animalid.recognition.model import EnsembleSpec; "
+            f"c = Classifier.from_config(load_config(), spec=EnsembleSpec.load({str(paths[mode])!r})); "
+            f"c.classify([('x', open({str(PHOTO)!r}, 'rb').read())] * 16)")
 
     import animalid.recognition.classifier as classifier_module
+    from animalid.recognition.classifier import Classifier
 
-    best = (0.0, 0)
-    items = [(f"img{i}", data) for i in range(32)]
-    chosen = classifier_module.BATCH_SIZE
-    for batch_size in (1, 2, 4, 8, 16):
-        classifier_module.BATCH_SIZE = batch_size  # images per forward pass
-        classifier.classify(items[:batch_size])
+    import torch  # noqa: F401  (imported before the clock starts: "load" is the networks alone)
+    from torchvision.models import EfficientNet_B0_Weights  # noqa: F401
+
+    classifiers = {}
+    for mode in modes:
         started = time.perf_counter()
-        for _ in range(2):
-            classifier.classify(items)
-        rate = 2 * len(items) / (time.perf_counter() - started)
-        print(f"  {len(items)} images in forward passes of {batch_size:>2}: {rate:5.1f} images/s")
-        best = max(best, (rate, batch_size))
-    classifier_module.BATCH_SIZE = chosen
-    print(f"throughput: {best[0]:.1f} images/s at batch {best[1]} (classifier.py uses {chosen})")
+        classifiers[mode] = Classifier.from_config(config, spec=EnsembleSpec.load(paths[mode]))
+        figures[mode]["load_s"] = time.perf_counter() - started
+    photos = {"demo photo": PHOTO.read_bytes(), "12 MP JPEG": phone_photo()}
+    latencies = {(mode, photo): [] for mode in modes for photo in photos}
+    for classifier in classifiers.values():
+        classifier.classify([("warmup", photos["demo photo"])])
+    for run in range(args.runs):  # the modes in turns: a busy machine slows them alike
+        for mode, classifier in classifiers.items():
+            for photo, data in photos.items():
+                if photo != "demo photo" and run % 4:
+                    continue  # a quarter as many runs for the big photo
+                started = time.perf_counter()
+                classifier.classify([(photo, data)])
+                latencies[(mode, photo)].append(time.perf_counter() - started)
+    for (mode, photo), values in latencies.items():
+        key = "latency_ms" if photo == "demo photo" else "latency_12mp_ms"
+        figures[mode][key] = 1000 * statistics.median(values)
+        figures[mode][key + "_p95"] = 1000 * percentile(values, 0.95)
+        figures[mode][key + "_best"] = 1000 * min(values)
 
-    print(f"peak RSS classifying a batch of 16: {classify_rss:.0f} MB "
-          f"(importing torch and torchvision alone: {torch_rss:.0f} MB = {100 * torch_rss / classify_rss:.0f}%)")
-    print(json.dumps({"cold_start_s": round(cold, 2), "latency_ms_median": round(1000 * statistics.median(latencies), 1),
-                      "throughput_ips": round(best[0], 1), "peak_rss_mb": round(classify_rss)}))
+    chosen = classifier_module.BATCH_SIZE
+    items = [(f"img{i}", photos["demo photo"]) for i in range(8)]
+    for mode, classifier in classifiers.items():
+        rates = {}
+        for batch_size in sorted({1, chosen, 4}):
+            classifier_module.BATCH_SIZE = batch_size  # tensors per forward pass
+            classifier.classify(items[:batch_size])
+            started = time.perf_counter()
+            classifier.classify(items)
+            rates[batch_size] = len(items) / (time.perf_counter() - started)
+        classifier_module.BATCH_SIZE = chosen
+        figures[mode]["throughput_ips"] = rates[chosen]
+        figures[mode]["throughput_by_batch"] = {b: round(r, 1) for b, r in rates.items()}
+
+    print("latency per image at batch 1, ms: median / p95 / best of the runs (the best is the closest "
+          "to an idle machine)")
+    print(f"{'mode':<10} {'passes':>6} {'demo photo':>20} {'12 MP JPEG':>20} "
+          f"{'images/s':>9} {'cold start':>10} {'load':>6} {'peak RSS':>9}")
+    for mode in modes:
+        f, spec = figures[mode], classifiers[mode].spec
+        passes = len(spec.members) * len(spec.views)
+        star = " (config.ini)" if paths[mode].resolve() == configured else ""
+        small = f"{f['latency_ms']:.0f} / {f['latency_ms_p95']:.0f} / {f['latency_ms_best']:.0f}"
+        big = f"{f['latency_12mp_ms']:.0f} / {f['latency_12mp_ms_p95']:.0f} / {f['latency_12mp_ms_best']:.0f}"
+        print(f"{mode:<10} {passes:>6} {small:>20} {big:>20} {f['throughput_ips']:>9.1f}"
+              f" {f['cold_start_s']:>8.2f} s {f['load_s']:>5.2f}s {f['peak_rss_mb']:>6.0f} MB{star}")
+    print(f"images/s by BATCH_SIZE, tensors per forward pass (classifier.py uses {chosen}): " +
+          "; ".join(f"{mode} {figures[mode]['throughput_by_batch']}" for mode in modes))
+    print(f"a process that only imports torch and torchvision: {torch_import:.2f} s, {torch_rss:.0f} MB")
+    print(json.dumps({mode: {k: (round(v, 2) if isinstance(v, float) else v) for k, v in f.items()}
+                      for mode, f in figures.items()}))
     return 0
 
 

@@ -1,11 +1,16 @@
 """From class probabilities to an answer people can trust.
 
-``AnswerBuilder`` turns the network's probability vector into one answer of
-the output contract (see README, "Output contract"): it adds probabilities up
-the taxonomy and names the deepest rank that is confident enough ("a dog,
-93%, most likely an Alaskan Malamute, 26%"; "a big cat, genus Panthera"), says
-"no animal recognised" when the animal classes together hold little
-probability, and "Could not identify" when no rank reaches the minimum.
+``AnswerBuilder`` turns the probability vector into one answer of the output
+contract (see README, "Output contract"). It adds probabilities up the
+taxonomy and claims the deepest rank that is confident enough ("Dog, wolf or
+fox: family Canidae, 64%"; "Big cat: genus Panthera"). A claimed taxon that
+one class stands for and holds is called by that class's name ("Weevil:
+order Coleoptera"). Beside a broader claim it names the most likely animal
+(``most_likely``) and says whether that animal is far enough ahead to lead the
+headline (``lead``: "Tiger (Panthera tigris), 64%; at least family Felidae").
+It says "no animal recognised" when the animal classes hold little of the
+most likely classes, and "Could not identify" when no rank reaches the
+minimum.
 
 The readable text form lives in ``animalid.contract``. This module is plain
 Python (no PyTorch), but it belongs to recognition: it knows the taxonomy.
@@ -22,6 +27,10 @@ from animalid.recognition.knowledge import RANKS, Entry, KnowledgeBase
 # A candidate this large a share of the claimed taxon decides the warning
 # flags: better to warn about a possible venomous snake than to miss it.
 FLAG_SHARE = 0.10
+# A claimed taxon that is a class's own (the deepest rank that class denotes)
+# and holds it for at least this share of the taxon's probability is called by
+# that class's name: "Weevil", not "Beetle"; "Gazelle", not "Bovid".
+DOMINANT_SHARE = 0.90
 
 
 @dataclass
@@ -31,8 +40,16 @@ class AnswerRules:
     rank_threshold: float = 0.5
     min_confidence: float = 0.20
     animal_threshold: float = 0.35
+    # Whether the picture shows an animal at all is judged on the most likely
+    # classes only (0 = all): otherwise a flat output (a blank wall) adds up
+    # hundreds of 0.1% animal classes to "an animal, 25%".
+    animal_candidates: int = 50
     # Optional stricter or looser thresholds for single ranks.
     rank_thresholds: dict[str, float] = field(default_factory=dict)
+    # The most likely animal leads the headline when it has at least
+    # lead_probability and lead_ratio times the runner-up's.
+    lead_probability: float = 0.5
+    lead_ratio: float = 3.0
 
     def threshold(self, rank: str) -> float:
         return max(self.rank_thresholds.get(rank, self.rank_threshold), self.min_confidence)
@@ -55,7 +72,7 @@ class AnswerBuilder:
         probs = [float(p) for p in probabilities]
         alternatives = self._alternatives(probs)
         animal_mass = sum(probs[i] for i in self.animal_indices)
-        if animal_mass < self.rules.animal_threshold:
+        if self._candidate_animal_mass(probs) < self.rules.animal_threshold:
             return self._not_an_animal(file, probs, animal_mass, alternatives)
         claim = self._deepest_confident_claim(probs)
         if claim is None:
@@ -64,6 +81,14 @@ class AnswerBuilder:
         return self._claim_answer(file, probs, rank, taxon, mass, alternatives)
 
     # -- deciding -----------------------------------------------------------
+
+    def _candidate_animal_mass(self, probs: list[float]) -> float:
+        """The animal classes' share of the ``animal_candidates`` most likely classes."""
+        count = self.rules.animal_candidates
+        if not count or count >= len(probs):
+            return sum(probs[i] for i in self.animal_indices)
+        candidates = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:count]
+        return sum(probs[i] for i in candidates if i in self.kb)
 
     def _taxon_masses(self, probs: list[float]) -> dict[tuple[str, str], float]:
         masses: dict[tuple[str, str], float] = {}
@@ -99,8 +124,7 @@ class AnswerBuilder:
         members = sorted(self._members(rank, taxon), key=lambda i: probs[i], reverse=True)
         top = self.kb.entries[members[0]]
         flagged = [self.kb.entries[i] for i in members if probs[i] >= FLAG_SHARE * mass]
-        top_alone_is_sure = probs[top.index] >= self.rules.threshold("species")
-        if rank == "species" and (len(members) == 1 or top_alone_is_sure):
+        if self._names_the_class(top, rank, taxon, probs[top.index], mass, len(members)):
             common_name = top.common_name
         else:
             common_name = self.kb.taxon_common_name(taxon)
@@ -121,7 +145,30 @@ class AnswerBuilder:
         }
         if common_name != top.common_name:
             answer["most_likely"] = _summary(top, probs[top.index])
+            answer["lead"] = self._leads(top.index, probs)
         return answer
+
+    def _names_the_class(self, top: Entry, rank: str, taxon: str, top_mass: float, mass: float,
+                         members: int) -> bool:
+        """Whether the claimed taxon is called by its most likely class's own name.
+
+        Only when the taxon is the one that class itself denotes (a breed's
+        species, the order "weevil" stands for) and that class holds (nearly)
+        all of the taxon's probability: the name then claims no more than the
+        rank and scientific name do.
+        """
+        if not self.kb.has_taxonomy:
+            return rank == "species"
+        lineage = self._lineages[top.index]
+        own = bool(lineage) and lineage[-1] == (rank, taxon)
+        return own and (members == 1 or top_mass >= DOMINANT_SHARE * mass)
+
+    def _leads(self, best: int, probs: list[float]) -> bool:
+        """Whether the most likely animal is well enough ahead to open the headline."""
+        runner_up = max((probs[i] for i in self.animal_indices if i != best), default=0.0)
+        return (max(probs[i] for i in self.animal_indices) == probs[best]
+                and probs[best] >= self.rules.lead_probability
+                and probs[best] >= self.rules.lead_ratio * runner_up)
 
     def _could_not_identify(self, file, probs, alternatives) -> dict:
         best = max(range(len(probs)), key=lambda i: probs[i])

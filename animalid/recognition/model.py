@@ -1,10 +1,20 @@
-"""The network behind the classifier: model descriptions, weight loading, preprocessing.
+"""The networks behind the classifier: model descriptions, weight loading, preprocessing,
+test-time views and the ensemble's combination.
 
-A JSON file in ``models/`` describes a network (architecture, weights, class
-list, input size, normalisation), so another checkpoint (a state_dict, a
-TorchScript file or, with explicit opt-in, a pickled module) can be used by
-pointing config.ini at another description. PyTorch is imported inside the
-functions that need it, so reading a description stays cheap.
+A JSON file in ``models/`` describes either
+
+* one network (architecture, weights, class list, input size, normalisation),
+  so another checkpoint (a state_dict, a TorchScript file or, with explicit
+  opt-in, a pickled module) can be used by pointing config.ini at another
+  description; it is answered from one view, its ``input.fit``; or
+* an ensemble (``"members"``): network descriptions with weights, the
+  test-time views each network sees (``pad``, ``crop`` and their mirrored
+  ``-mirror`` forms), how their outputs are combined (the mean of
+  probabilities or of logits, at a temperature) and the answer thresholds
+  measured for that combination (README, "Accuracy").
+
+PyTorch is imported inside the functions that need it, so reading a
+description stays cheap.
 """
 
 from __future__ import annotations
@@ -12,14 +22,22 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from animalid.errors import ModelError
 from animalid.recognition.images import BACKGROUND_RGB
-from animalid.recognition.knowledge import read_json
+from animalid.recognition.knowledge import RANKS, read_json
 
 WEIGHT_FORMATS = ("state_dict", "torchscript", "pickle")
+# Test-time views: the whole picture padded to a square, the reference centre
+# crop, and each of them mirrored left to right.
+VIEWS = ("pad", "pad-mirror", "crop", "crop-mirror")
+# How an ensemble's outputs are averaged (README, "Accuracy").
+COMBINE_METHODS = ("probabilities", "logits")
 
 
 @dataclass
@@ -40,11 +58,21 @@ class ModelSpec:
     mean: list[float]
     std: list[float]
     pixel_scale: float
+    # Answer thresholds measured for this network alone, seen through its fit
+    # (optional; an ensemble's description carries its own).
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelSpec":
+    def load(cls, path: str | Path) -> "ModelSpec | EnsembleSpec":
+        """Read a description; an ensemble's (one with ``members``) gives an EnsembleSpec."""
         path = Path(path)
         raw = read_json(path, "model description")
+        if isinstance(raw, dict) and "members" in raw:
+            return EnsembleSpec.from_raw(path, raw)
+        return cls.from_raw(path, raw)
+
+    @classmethod
+    def from_raw(cls, path: Path, raw) -> "ModelSpec":
 
         def need(mapping, key, where=""):
             if not isinstance(mapping, dict) or key not in mapping:
@@ -73,9 +101,131 @@ class ModelSpec:
                 mean=[float(v) for v in need(model_input, "mean", "input.")],
                 std=[float(v) for v in need(model_input, "std", "input.")],
                 pixel_scale=float(model_input.get("pixel_scale", 1.0)),
+                thresholds=parse_thresholds(path, raw.get("thresholds", {})),
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"{path}: invalid value in the model description: {exc}") from None
+
+
+@dataclass
+class Member:
+    """One network of an ensemble and its weight in the average."""
+
+    spec: ModelSpec
+    weight: float = 1.0
+
+
+@dataclass
+class EnsembleSpec:
+    """Networks, the views each sees, and how their outputs become one probability vector.
+
+    A single network is the ensemble of one member seen through one view
+    (``EnsembleSpec.single``), so the classifier has one code path.
+    """
+
+    path: Path
+    name: str
+    members: list[Member]
+    views: list[str] = field(default_factory=lambda: ["pad"])
+    combine: str = "probabilities"
+    temperature: float = 1.0
+    # Per-rank answer thresholds measured for this combination (config.ini's
+    # *_threshold keys, when set, take precedence).
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EnsembleSpec":
+        """An ensemble description, or a single network's as a one-member ensemble."""
+        spec = ModelSpec.load(path)
+        return spec if isinstance(spec, EnsembleSpec) else cls.single(spec)
+
+    @classmethod
+    def single(cls, spec: ModelSpec) -> "EnsembleSpec":
+        return cls(spec.path, spec.name, [Member(spec)], [spec.fit], thresholds=dict(spec.thresholds))
+
+    @classmethod
+    def from_raw(cls, path: Path, raw: dict) -> "EnsembleSpec":
+        members = raw["members"]
+        if not isinstance(members, list) or not members:
+            raise ModelError(f"{path}: 'members' must be a non-empty list of "
+                             f"{{\"model\": DESCRIPTION, \"weight\": NUMBER}}")
+        parsed = []
+        for item in members:
+            if not isinstance(item, dict) or "model" not in item:
+                raise ModelError(f"{path}: each member needs a 'model' (a network description)")
+            member_path = Path(os.path.expanduser(str(item["model"])))
+            member_path = member_path if member_path.is_absolute() else path.parent / member_path
+            member = ModelSpec.load(member_path)
+            if isinstance(member, EnsembleSpec):
+                raise ModelError(f"{path}: member {item['model']} is itself an ensemble")
+            try:
+                weight = float(item.get("weight", 1.0))
+            except (TypeError, ValueError):
+                raise ModelError(f"{path}: member {item['model']}: weight must be a number") from None
+            if weight <= 0:
+                raise ModelError(f"{path}: member {item['model']}: weight must be above 0")
+            parsed.append(Member(member, weight))
+        if any(m.spec.classes != parsed[0].spec.classes for m in parsed):
+            raise ModelError(f"{path}: the members must share one class list")
+        views = raw.get("views", ["pad"])
+        ensemble = cls(path, raw.get("name", path.stem), parsed, check_views(path, views),
+                       raw.get("combine", "probabilities"), 1.0)
+        if ensemble.combine not in COMBINE_METHODS:
+            raise ModelError(f"{path}: combine must be one of {', '.join(COMBINE_METHODS)}")
+        try:
+            ensemble.temperature = float(raw.get("temperature", 1.0))
+        except (TypeError, ValueError):
+            raise ModelError(f"{path}: temperature must be a number") from None
+        if not ensemble.temperature > 0:
+            raise ModelError(f"{path}: temperature must be above 0")
+        ensemble.thresholds = parse_thresholds(path, raw.get("thresholds", {}))
+        return ensemble
+
+    @property
+    def classes(self):
+        return self.members[0].spec.classes
+
+    def with_views(self, views: Sequence[str]) -> "EnsembleSpec":
+        return replace(self, views=check_views(self.path, list(views)))
+
+
+def parse_thresholds(path: Path, thresholds) -> dict[str, float]:
+    """A description's ``thresholds``: {rank: number between 0 and 1}."""
+    if not isinstance(thresholds, dict) or any(
+            rank not in RANKS or isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value <= 1 for rank, value in thresholds.items()):
+        raise ModelError(f"{path}: thresholds must map ranks ({', '.join(RANKS)}) to numbers "
+                         f"between 0 and 1")
+    return {rank: float(value) for rank, value in thresholds.items()}
+
+
+def check_views(where, views) -> list[str]:
+    if not isinstance(views, list) or not views or any(v not in VIEWS for v in views):
+        raise ModelError(f"{where}: views must be a non-empty list of: {', '.join(VIEWS)}")
+    return list(dict.fromkeys(views))
+
+
+def combine(logits: np.ndarray, weights: Sequence[float], method: str = "probabilities",
+            temperature: float = 1.0) -> np.ndarray:
+    """One probability vector per image from every member's logits for every view.
+
+    ``logits`` has the shape (members, views, images, classes). Views count
+    equally, members by ``weights``. ``probabilities``: the weighted mean of
+    each output's softmax(logits / temperature); ``logits``: the softmax of the
+    weighted mean of logits, divided by the temperature.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    w = (w / w.sum())[:, None, None, None]
+    if method == "logits":
+        mean = (logits * w).sum(axis=0).mean(axis=0)
+        return softmax(mean / temperature)
+    return (softmax(logits / temperature) * w).sum(axis=0).mean(axis=0)
+
+
+def softmax(values: np.ndarray) -> np.ndarray:
+    shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def _resolve_weights(spec_path: Path, location: str) -> Path:
@@ -167,7 +317,8 @@ def _build_architecture(spec: ModelSpec, num_classes: int):
                      f"efficientnet_lite:VARIANT, torchvision:NAME (or use a torchscript file)")
 
 
-def build_transform(spec: ModelSpec):
+def build_transform(spec: ModelSpec, fit: str | None = None):
+    """Image -> normalised tensor for one network, fitting the picture by ``fit`` (pad or crop)."""
     import torch
     from torchvision.transforms import v2
 
@@ -175,11 +326,12 @@ def build_transform(spec: ModelSpec):
              "nearest": v2.InterpolationMode.NEAREST}
     if spec.interpolation not in modes:
         raise ModelError(f"{spec.path}: input.interpolation must be one of {', '.join(modes)}")
-    if spec.fit == "crop":
+    fit = fit or spec.fit
+    if fit == "crop":
         # The network's reference preprocessing: resize the short side, cut the centre.
         geometry = [v2.Resize(spec.resize, interpolation=modes[spec.interpolation], antialias=True),
                     v2.CenterCrop(spec.crop)]
-    elif spec.fit == "pad":
+    elif fit == "pad":
         # Keep the whole picture: an animal at the edge of a shot, or a tall or
         # wide cut-out, is not cut off (measured on the dev photos, README "Accuracy").
         geometry = [_pad_to_square,
@@ -195,6 +347,25 @@ def build_transform(spec: ModelSpec):
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize([m / scale for m in spec.mean], [s / scale for s in spec.std]),
     ])
+
+
+def build_view_transform(spec: ModelSpec, views: Sequence[str]):
+    """Image -> one tensor per view, in the order of ``views``.
+
+    Each fit (pad, crop) is computed once; its mirrored view is the same
+    tensor flipped left to right.
+    """
+    import torch
+
+    fits = {view.split("-")[0] for view in views}
+    transforms = {fit: build_transform(spec, fit) for fit in fits}
+
+    def views_of(image) -> list:
+        fitted = {fit: transform(image) for fit, transform in transforms.items()}
+        return [torch.flip(fitted[view.split("-")[0]], dims=[-1]) if view.endswith("-mirror")
+                else fitted[view] for view in views]
+
+    return views_of
 
 
 def _pad_to_square(image):

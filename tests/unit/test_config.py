@@ -19,7 +19,8 @@ def test_the_shipped_config_reads(tmp_path):
     config = load_config(ROOT / "config.ini")
     for section in ("client", "server", "smtp", "imap", "pop3", "classifier", "camera", "hub"):
         assert config.has_section(section)
-    assert config.section("smtp").get_int("port") == 1587
+    assert config.section("hub").get_int("port_offset") == 1000
+    assert config.section("smtp").get("port", None) is None  # follows the hub (transport.py)
 
 
 def test_missing_file_is_named(tmp_path):
