@@ -10,8 +10,15 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Dovecot for the local mail hub; Xvfb and xdotool drive the camera window in
 # tests; DejaVu renders accented names on the camera window; libpython3.11-testsuite
 # holds CPython's email test corpus (tests/e2e/corpora.py, tests/e2e/test_hostile.py).
+# swaks and neomutt (send; swaks's TLS needs the two Perl SSL modules) and
+# fetchmail (reads) are the third-party mail clients tests/e2e/test_phone_mail.py
+# drives against the hub with certificate checks on; libheif-examples' heif-enc
+# makes the iPhone-style HEIC photo there. postgresql: the tests start a private
+# PostgreSQL server in a temporary folder for the servers' shared ledger
+# (tests/e2e/test_workers.py, tests/unit/test_ledger.py; animalid/testing/postgres.py).
 APT_PACKAGES := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd xvfb xdotool fonts-dejavu-core \
-                libpython3.11-testsuite
+                libpython3.11-testsuite swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail neomutt \
+                libheif-examples postgresql
 STAMP  := $(VENV)/.installed
 PHOTO  ?= tests/photos/tiger.png
 

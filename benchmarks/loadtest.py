@@ -2,35 +2,41 @@
 """Load test with fault injection: N clients, M requests, and what became of every one.
 
 Starts a private mail hub (animalid/devhub: Dovecot + the SMTP front, on a
-random port offset), server.py as a process of its own with the real
-classifier, and N clients (animalid/client/requester.py, the real client path: RFC
+random port offset), ``--workers`` server.py processes sharing the server's
+mailbox (animalid/server/claims.py; each with the real classifier, all with
+one ledger: SQLite, or with ``--ledger postgresql`` a private PostgreSQL
+server from Debian's package), and N clients (animalid/client/requester.py, the real client path: RFC
 5321 submission, RFC 2177 IDLE or RFC 1939 POP3 polling). The clients share M
 requests (one photo each, tiger / dog / bison in turn) and send them at a
 steady pace, while seeded faults strike during the sending window:
 
-* ``--kill N``: SIGKILL the server N times, restarting it each time;
+* ``--kill N``: SIGKILL a server N times (a seeded choice among the workers),
+  restarting it each time; its claims come back after ``--lease`` seconds;
 * ``--restart-dovecot N`` / ``--restart-smtp N``: restart the hub's Dovecot
   (IMAP, POP3, LMTP) or its SMTP front;
 * ``--fail-smtp S``: the SMTP front answers 451 to the server's MAIL FROM for
   S seconds (MailHub.fail_smtp, a provider throttling the account).
 
 Then it prints the requests sent, answered (with the right family), wrong,
-duplicated (extra copies of an answer, see README "Reliability"), lost
-(unanswered when the run ends), server crashes (exits we did not cause), the
-server's peak RSS (the kernel's VmHWM of every server process), the
-send-to-answer latency and the throughput. It stops by itself after
+answered per worker (from the shared ledger), duplicated (extra copies of an
+answer, see README "Reliability"), lost (unanswered when the run ends), server
+crashes (exits we did not cause), the servers' peak RSS (the kernel's VmHWM of
+every server process), the send-to-answer latency and the throughput. It stops by itself after
 ``--duration`` seconds at most; exit status 0 when nothing was lost, wrong or
 crashed, else 1.
 
-Usage: python benchmarks/loadtest.py [--clients 4] [--requests 100] [--duration 300]
-       [--kill 3] [--restart-dovecot 1] [--restart-smtp 1] [--fail-smtp 5] [--seed 1]
+Usage: python benchmarks/loadtest.py [--workers 3] [--ledger sqlite|postgresql] [--clients 4]
+       [--requests 100] [--duration 300] [--kill 3] [--lease 15] [--restart-dovecot 1]
+       [--restart-smtp 1] [--fail-smtp 5] [--seed 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
+import re
 import shutil
 import statistics
 from collections import Counter
@@ -47,8 +53,8 @@ from animalid.config import load_config  # noqa: E402
 from animalid.errors import AnimalIdError, TransientError  # noqa: E402
 from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
 from animalid.client.requester import Requester  # noqa: E402
-from animalid.testing.harness import (FAMILY, ServerProcess, ledger_states, make_config,  # noqa: E402
-                               replies_by_request)
+from animalid.testing.harness import (FAMILY, ServerProcess, ledger_records, ledger_states,  # noqa: E402
+                                      make_config, replies_by_request)
 
 PHOTOS = ("tiger.png", "dog.png", "bison.png")
 GRACE_S = 5.0  # after the last answer: time for late duplicates to show
@@ -121,12 +127,13 @@ def record_answer(outcome: Outcome, message_id: str, answers: list[dict]) -> Non
 class Faults:
     """Seeded fault events spread over the sending window, and the server's life."""
 
-    def __init__(self, hub: MailHub, server: ServerProcess, args, window: float, outcome: Outcome):
-        self.hub, self.server, self.args, self.outcome = hub, server, args, outcome
+    def __init__(self, hub: MailHub, servers: list[ServerProcess], args, window: float, outcome: Outcome):
+        self.hub, self.servers, self.args, self.outcome = hub, servers, args, outcome
         # Requests not yet recorded answered when a fault struck that can duplicate
         # a reply (README, "Reliability": a kill, or an SMTP session cut by a restart).
         self.in_flight: set[str] = set()
         rng = random.Random(args.seed)
+        self.rng = rng
         events = (["kill"] * args.kill + ["restart-dovecot"] * args.restart_dovecot
                   + ["restart-smtp"] * args.restart_smtp + (["fail-smtp"] if args.fail_smtp else []))
         self.plan = sorted((rng.uniform(0.1 * window, 0.9 * window), event) for event in events)
@@ -142,11 +149,12 @@ class Faults:
         plan = list(self.plan)
         while not self.stop.wait(0.2):
             self._note_peak()
-            if not self.server.alive() and not self._killing:
-                self.crashes += 1
-                logging.error("server.py exited by itself (status %s); restarting",
-                              self.server.proc.returncode)
-                self.server.start()
+            for server in self.servers:
+                if not server.alive() and not self._killing:
+                    self.crashes += 1
+                    logging.error("server.py exited by itself (status %s); restarting",
+                                  server.proc.returncode)
+                    server.start()
             if plan and time.monotonic() - started >= plan[0][0]:
                 self._strike(plan.pop(0)[1])
 
@@ -157,8 +165,9 @@ class Faults:
         if event == "kill":
             self._killing = True
             self._note_peak()
-            self.server.kill9()
-            self.server.start()
+            victim = self.rng.choice(self.servers)
+            victim.kill9()
+            victim.start()
             self._killing = False
         elif event == "restart-dovecot":
             self.hub.restart_dovecot()
@@ -171,15 +180,16 @@ class Faults:
     def _note_in_flight(self) -> None:
         with self.outcome.lock:
             sent = set(self.outcome.sent)
-        recorded = {m for m, state in ledger_states(self.server.config_path).items()
+        recorded = {m for m, state in ledger_states(self.servers[0].config_path).items()
                     if state == "answered"}
         self.in_flight |= sent - recorded
 
     def _note_peak(self) -> None:
-        try:
-            self.peaks.append(self.server.peak_rss())
-        except (OSError, AssertionError):
-            pass
+        for server in self.servers:
+            try:
+                self.peaks.append(server.peak_rss())
+            except (OSError, AssertionError):
+                pass
 
 
 def late_duplicates(configs: list[Path], outcome: Outcome) -> Counter:
@@ -205,21 +215,32 @@ def run(args) -> int:
     work = Path(tempfile.mkdtemp(prefix="loadtest-"))
     photos = {name: (ROOT / "tests" / "photos" / name).read_bytes() for name in PHOTOS}
     hub = start_on_free_offset(state, clients=clients)
-    server = None
+    servers: list[ServerProcess] = []
+    postgres = None
     try:
         # Kills count as failed tries (the design's guard against a mail that crashes
         # the server), so allow more tries than there are kills.
         common = dict(receive=args.receive, server_receive=args.receive, rate_limit_per_hour=0,
-                      max_attempts=args.kill + 3, retry_max_delay=2,
+                      max_attempts=args.kill + 3, retry_max_delay=2, claim_lease=args.lease,
                       allowed_senders=", ".join(hub.address(c) for c in clients))
-        configs = [make_config(hub, work, client, name=f"{client}.ini", **common) for client in clients]
-        server = ServerProcess(configs[0], work / "server.log").start()
+        classifier = {"threads": str(args.threads)}
+        if args.ledger == "postgresql":
+            from animalid.testing.postgres import TempPostgres
+
+            postgres = TempPostgres().start()
+            common.update(ledger=postgres.url, ledger_password_command=f"cat {postgres.password_file}")
+        configs = [make_config(hub, work, client, name=f"{client}.ini", classifier_settings=classifier, **common)
+                   for client in clients]
+        servers = [ServerProcess(configs[0], work / f"server{i + 1}.log").start(wait=False)
+                   for i in range(args.workers)]
+        for server in servers:  # the models load side by side
+            server.wait_started()
         per_client = [args.requests // args.clients + (i < args.requests % args.clients)
                       for i in range(args.clients)]
         pace = args.clients / args.rate
         window = max(per_client) * pace
         outcome = Outcome()
-        faults = Faults(hub, server, args, window, outcome)
+        faults = Faults(hub, servers, args, window, outcome)
         started = time.monotonic()
         deadline = started + args.duration
         threads = [threading.Thread(target=client_loop, daemon=True,
@@ -235,11 +256,15 @@ def run(args) -> int:
         faults.thread.join(60)
         outcome.duplicates.update(late_duplicates(configs, outcome))
         faults._note_peak()
-        server.stop()
-        return report(args, outcome, faults, elapsed, server)
-    finally:
-        if server is not None:
+        by_worker = answered_by_worker(configs[0], servers, set(outcome.sent))
+        for server in servers:
             server.stop()
+        return report(args, outcome, faults, elapsed, servers, by_worker)
+    finally:
+        for server in servers:
+            server.stop()
+        if postgres is not None:
+            postgres.stop()
         hub.stop()
         shutil.rmtree(state, ignore_errors=True)
         if not args.keep:
@@ -248,16 +273,32 @@ def run(args) -> int:
             print(f"kept: {work}")
 
 
-def report(args, outcome: Outcome, faults: Faults, elapsed: float, server: ServerProcess) -> int:
+def answered_by_worker(config: Path, servers: list[ServerProcess], sent: set[str]) -> list[int]:
+    """How many of the requests each server process answered (all its runs), from the ledger."""
+    names: dict[str, int] = {}
+    for index, server in enumerate(servers):
+        for worker in re.findall(r" as worker (\S+?),", server.log_text()):
+            names[worker] = index
+    counts = [0] * len(servers)
+    for message_id, (state, worker) in ledger_records(config).items():
+        if state == "answered" and message_id in sent and worker in names:
+            counts[names[worker]] += 1
+    return counts
+
+
+def report(args, outcome: Outcome, faults: Faults, elapsed: float, servers: list[ServerProcess],
+           by_worker: list[int]) -> int:
     sent, answered = len(outcome.sent), len(outcome.answered)
     lost = sent - answered
     latencies = list(outcome.answered.values()) or [0.0]
     peak = max(faults.peaks or [0])
-    crashes = faults.crashes + ("Traceback" in server.log_text())
-    print(f"clients {args.clients}, receive {args.receive}, seed {args.seed}, "
-          f"faults done: {', '.join(faults.done) or 'none'}")
+    crashes = faults.crashes + sum("Traceback" in server.log_text() for server in servers)
+    print(f"workers {args.workers} ({args.ledger} ledger, lease {args.lease:g} s, {args.threads} torch "
+          f"thread(s) each on {os.cpu_count()} cores), clients {args.clients}, "
+          f"receive {args.receive}, seed {args.seed}, faults done: {', '.join(faults.done) or 'none'}")
     print(f"requests sent        {sent}")
     print(f"answered             {answered} ({len(outcome.wrong)} with a wrong family)")
+    print(f"answered per worker  {' / '.join(str(count) for count in by_worker)}")
     duplicated = set(outcome.duplicates)
     outside = duplicated - faults.in_flight
     print(f"duplicated           {sum(outcome.duplicates.values())} extra answers to {len(duplicated)} "
@@ -265,7 +306,7 @@ def report(args, outcome: Outcome, faults: Faults, elapsed: float, server: Serve
     print(f"client send retries  {outcome.send_retries} (submission refused for now, sent later)")
     print(f"lost                 {lost}")
     print(f"server crashes       {crashes}")
-    print(f"server peak RSS      {peak / 1e6:.0f} MB")
+    print(f"server peak RSS      {peak / 1e6:.0f} MB (the largest of the {len(servers)} workers)")
     print(f"latency p50 / p95    {statistics.median(latencies):.2f} s / {percentile(latencies, 0.95):.2f} s")
     print(f"run time             {elapsed:.1f} s ({answered / elapsed:.2f} answers/s)")
     for error in outcome.errors:
@@ -276,6 +317,16 @@ def report(args, outcome: Outcome, faults: Faults, elapsed: float, server: Serve
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server.py processes sharing the mailbox (default 1)")
+    parser.add_argument("--ledger", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the workers' shared ledger (postgresql: a private server from Debian's package)")
+    parser.add_argument("--lease", type=float, default=15.0,
+                        help="[server] claim_lease for the run, seconds (default 15: a killed worker's "
+                             "claims come back within the run)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="[classifier] threads of each worker (default: the cores shared out "
+                             "among the workers, at least 1)")
     parser.add_argument("--clients", type=int, default=4, help="client accounts (default 4)")
     parser.add_argument("--requests", type=int, default=100, help="requests in all (default 100)")
     parser.add_argument("--rate", type=float, default=4.0, help="requests sent per second, all clients")
@@ -290,8 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.requests < 1 or args.rate <= 0:
-        parser.error("--clients, --requests and --rate must be positive")
+    if args.clients < 1 or args.requests < 1 or args.rate <= 0 or args.workers < 1:
+        parser.error("--workers, --clients, --requests and --rate must be positive")
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    if args.receive == "pop3" and args.workers > 1:
+        parser.error("--workers: POP3 cannot claim a message atomically; several workers need --receive imap")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:

@@ -3,7 +3,9 @@
 * ``classifier``: the real network and knowledge base, loaded once per session;
 * ``mailhub``: one real local mail hub (Dovecot plus the SMTP front) per session;
 * ``configs``: config files pointing at that hub, with every mailbox emptied;
-* ``photos``: the committed test photos (tests/photos, licences in LICENSES.md).
+* ``photos``: the committed test photos (tests/photos, licences in LICENSES.md);
+* ``postgres``: one real PostgreSQL server per session (Debian's package), for the
+  servers' shared ledger.
 
 Markers: a test that needs the hub, the model or another process (through
 these fixtures, directly or not) is ``e2e``; one that drives a window under
@@ -105,3 +107,17 @@ def tiger_and_dog() -> tuple[dict, dict]:
            "alternatives": [{"common_name": "dog", "scientific_name": "Canis lupus familiaris",
                              "probability": 93.0}]}
     return tiger, dog
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server (Debian's postgresql package) for the session, in a
+    temporary folder, on a free port of 127.0.0.1 with password authentication; as
+    root it runs as nobody. Gives ``url`` and ``password_file`` (animalid/testing/postgres.py)."""
+    from animalid.testing.postgres import TempPostgres
+
+    server = TempPostgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,8 +1,12 @@
 """``client.py`` / ``animalid-client`` (PC 1): mail a photo to the animal server and print what it says.
 
 Sends the photos as one request (SMTP) to [client] server_address and waits
-for the reply by IMAP IDLE or POP3 polling. Light on purpose: no PyTorch, no
-OpenCV at start-up, so it runs on small boards. See animalid/client/requester.py.
+for the reply by IMAP IDLE or POP3 polling, showing the time waited and, when
+the answer is long overdue, that the server may not be running. A request
+left unanswered is kept on record ([client] state_file, pending.py): the next
+run, or ``--collect``, shows its late answer and removes it from the INBOX.
+Light on purpose: no PyTorch, no OpenCV at start-up, so it runs on small
+boards. See animalid/client/requester.py.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ from animalid.errors import ExitStatus
 
 PROG = "client.py"
 SPINNER = "|/-\\"
+# When to say that the server may not be running. A round trip takes 0.2-1.2 s
+# on the local hub and a few seconds through Gmail or Outlook (README, "Speed"):
+# 30 s is many normal trips, yet well inside the 120 s default timeout, so a
+# person learns early. It says "may": a server polling Gmail by POP3 once a
+# minute can take up to two minutes.
+HINT_AFTER_S = 30.0
+# Without a terminal (logs, pipes) the time waited is one line this often.
+PROGRESS_EVERY_S = 15.0
 
 DESCRIPTION = """\
 Identify the animal in a photo: the photo is mailed to the animal server
@@ -29,7 +41,8 @@ Identify the animal in a photo: the photo is mailed to the animal server
 Settings live in config.ini (default: the one beside this program):
   [client]  your address and login (password_env / password_command, or
             auth = xoauth2 with token_command), server_address, how to wait
-            (receive = imap | pop3, poll_interval) and timeout
+            (receive = imap | pop3, poll_interval), timeout, and state_file
+            (requests still waiting: their late answers show on the next run)
   [smtp] [imap] [pop3]  the mail servers (host, port, security, ca_file)
   [camera]  webcam source, resolution, JPEG quality and size, save_dir
   [security]  optional signing/encryption keys shared with the server
@@ -39,8 +52,9 @@ Without --image the webcam is used, where that module is installed.
 EPILOG = """\
 exit status: 0 answered, 1 error (e.g. unreadable image), 2 bad settings,
 3 no answer in time, 4 login refused, 5 mail server unreachable, 130 Ctrl-C.
-example:
+examples:
   python client.py --image tiger.jpg --image dog.png
+  python client.py --collect      # answers that came after an earlier run gave up
 """
 
 
@@ -54,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"settings file (default: {DEFAULT_CONFIG.name} beside client.py)")
     parser.add_argument("--json", action="store_true",
                         help="print the answers as JSON (a list, one object per image)")
+    parser.add_argument("--collect", action="store_true",
+                        help="only fetch and print the answers to earlier requests that came "
+                             "after client.py stopped waiting (and remove them from the INBOX)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="give up after this long (default: [client] timeout)")
     parser.add_argument("--receive", choices=("imap", "pop3"),
@@ -70,46 +87,143 @@ def opencv_available() -> bool:
 
 
 class Progress:
-    """Shows that the client is waiting: a spinner on a terminal, one line otherwise."""
+    """Shows that the client is waiting and for how long: a spinner with the seconds on a
+    terminal, a line every PROGRESS_EVERY_S otherwise; after HINT_AFTER_S, once, that the
+    server may not be running and that the answer will still come."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stderr, hint_after: float = HINT_AFTER_S,
+                 every: float = PROGRESS_EVERY_S):
         self.stream = stream
         self.interactive = stream.isatty()
+        self.hint_after = hint_after
+        self.every = every
         self.shown = False
+        self.hinted = False
+        self.server = ""
+        self._next_line = every
 
     def start(self, server: str, timeout: float) -> None:
+        self.server = server
         if not self.interactive:
             print(f"waiting for the answer from {server} (up to {timeout:g} s) ...",
                   file=self.stream, flush=True)
 
     def tick(self, elapsed: float) -> None:
+        if elapsed >= self.hint_after and not self.hinted:
+            self.hinted = True
+            self._clear()
+            print(hint_text(self.server, elapsed), file=self.stream, flush=True)
         if self.interactive:
             frame = SPINNER[int(elapsed * 8) % len(SPINNER)]
             self.stream.write(f"\r{frame} waiting for the answer ... {elapsed:5.1f} s")
             self.stream.flush()
             self.shown = True
+        elif elapsed >= self._next_line:
+            self._next_line = (int(elapsed // self.every) + 1) * self.every
+            print(f"still waiting for the answer: {elapsed:.0f} s", file=self.stream, flush=True)
 
     def done(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
         if self.shown:
             self.stream.write("\r" + " " * 50 + "\r")
             self.stream.flush()
+            self.shown = False
+
+
+def hint_text(server: str, elapsed: float) -> str:
+    return (f"no answer after {elapsed:.0f} s: the server ({server}) may not be running. "
+            f"Your photo waits in its mailbox and the answer will still come: "
+            f"{PROG} --collect (or your next {PROG} run) shows it.")
+
+
+def show_late(found, waiting: dict, as_json: bool, stream=sys.stdout) -> None:
+    """Print the late answers of earlier requests: text, or with ``as_json`` one JSON list."""
+    from animalid.contract import render_answers
+
+    if as_json:
+        print(json.dumps([{"request": message_id, "sent": waiting[message_id].sent_text,
+                           "files": waiting[message_id].files, "answers": answers}
+                          for message_id, answers in found], ensure_ascii=False, indent=2),
+              file=stream)
+        return
+    for message_id, answers in found:
+        entry = waiting[message_id]
+        print(f"Late answer to your request of {entry.sent_text} ({', '.join(entry.files)}):",
+              file=stream)
+        print(render_answers(answers) + "\n", file=stream)
+
+
+def collect_late(requester, record, quiet_errors: bool) -> tuple[list, dict]:
+    """Look once for answers to this client's earlier requests; consume and forget those found."""
+    from animalid.errors import TransientError
+
+    waiting = {entry.message_id: entry for entry in record.waiting()}
+    if not waiting:
+        return [], waiting
+    try:
+        found = requester.collect_earlier(list(waiting))
+    except TransientError as exc:
+        if not quiet_errors:
+            raise
+        print(f"{PROG}: could not look for earlier answers now ({exc}); the next run will",
+              file=sys.stderr)
+        return [], waiting
+    record.remove([message_id for message_id, _ in found])
+    return found, waiting
+
+
+def collect(config, args) -> int:
+    """client.py --collect: print the late answers to this client's earlier requests."""
+    from animalid.client.pending import PendingRecord
+    from animalid.client.requester import Requester
+
+    with Requester(config, receive=args.receive) as requester:
+        record = PendingRecord.from_config(config, requester.account.address)
+        found, waiting = collect_late(requester, record, quiet_errors=False)
+    show_late(found, waiting, args.json)
+    left = len(waiting) - len(found)
+    if not waiting:
+        print(f"{PROG}: no earlier request is waiting for an answer", file=sys.stderr)
+    elif left:
+        oldest = min(entry.sent_text for key, entry in waiting.items()
+                     if key not in dict(found))
+        print(f"{PROG}: {left} earlier request{'s' if left != 1 else ''} (the oldest sent {oldest}) "
+              f"still without an answer: the server may not be running yet", file=sys.stderr)
+    return ExitStatus.OK
 
 
 def identify(config, args) -> int:
-    from animalid.client.requester import Requester
+    from animalid.client.pending import PendingRecord
+    from animalid.client.requester import AnswerTimeout, Requester
     from animalid.contract import render_answers
+    from animalid.errors import UnreachableError
 
     images = read_images(args.image)
     progress = Progress()
     with Requester(config, receive=args.receive) as requester:
+        record = PendingRecord.from_config(config, requester.account.address)
+        found, waiting = collect_late(requester, record, quiet_errors=True)
+        # With --json, stdout is this request's answers alone; late ones go to stderr.
+        show_late(found, waiting, False, sys.stderr if args.json else sys.stdout)
         timeout = args.timeout if args.timeout is not None else requester.timeout
         started = time.monotonic()
         message_id = requester.send(images)
+        record.add(message_id, [name for name, _ in images])
         progress.start(requester.server_address, timeout)
         try:
             answers = requester.wait([message_id], timeout=timeout, on_tick=progress.tick)[message_id]
+        except AnswerTimeout as exc:
+            raise AnswerTimeout(f"{exc}: the server may not be running. The request stays on "
+                                f"record: {PROG} --collect shows its answer once the server has run",
+                                exc.answers, exc.missing) from None
+        except UnreachableError as exc:
+            raise UnreachableError(f"{exc}. The request stays on record: {PROG} --collect shows "
+                                   f"its answer later") from None
         finally:
             progress.done()
+        record.remove([message_id])
     if args.json:
         print(json.dumps(answers, ensure_ascii=False, indent=2))
     else:
@@ -135,8 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: --timeout must be above 0", file=sys.stderr)
         return ExitStatus.USAGE
 
+    if args.collect and args.image:
+        print(f"{PROG}: error: --collect fetches earlier answers only; leave out --image",
+              file=sys.stderr)
+        return ExitStatus.USAGE
+
     def body() -> int:
         config = load_config(args.config)
+        if args.collect:
+            return collect(config, args)
         if not args.image:
             return camera(config, args)
         return identify(config, args)

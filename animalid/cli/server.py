@@ -32,7 +32,12 @@ Settings live in config.ini (default: the one beside this program):
   [security]  optional HMAC signatures and AES-GCM encryption shared with the
             clients (keys from *_env / *_command); with a key set, unsigned
             requests are refused
-Only one server may watch a mailbox at a time (a lock beside state_file).
+Any number of servers with the same settings, on one machine or many, may
+share an IMAP mailbox: each claims requests by IMAP MOVE into claims_folder,
+and a dead server's claims go back to the queue after claim_lease seconds.
+They share one ledger: SQLite at state_file (one machine) or PostgreSQL
+([server] ledger = postgresql://..., several machines). With receive = pop3
+only one server may watch a mailbox (POP3 cannot claim a message).
 """
 
 EPILOG = """\
@@ -42,6 +47,7 @@ examples:
   python server.py                    serve until Ctrl-C
   python server.py --once             answer what is waiting, then exit (cron)
   python server.py --receive pop3 -v  poll by POP3 and log more
+  python server.py --status           queue, claims per server, recent outcomes
 """
 
 
@@ -53,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"settings file (default: {DEFAULT_CONFIG.name} beside server.py)")
     parser.add_argument("--once", action="store_true",
                         help="handle the mail waiting now, then exit (for cron)")
+    parser.add_argument("--status", action="store_true",
+                        help="print the queue, the claims each server holds and recent outcomes, then exit")
     parser.add_argument("--receive", choices=("imap", "pop3"),
                         help="override [server] receive: imap (IDLE) or pop3 (polling)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
@@ -75,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         from animalid.server.service import Server
 
         config = load_config(args.config)
+        if args.status:
+            from animalid.server.status import status_report
+
+            print(status_report(config, args.receive))
+            return ExitStatus.OK
         server = Server(config, receive=args.receive)
         try:
             server.open()

@@ -34,6 +34,6 @@ def read_images(paths: list[str]) -> list[tuple[str, bytes]]:
         except OSError as exc:
             raise AnimalIdError(f"{raw}: cannot read: {exc.strerror or exc}") from None
         if not image_type_of(data, path.name).startswith("image/"):
-            raise AnimalIdError(f"{raw}: not an image file (JPEG, PNG, GIF, BMP, TIFF or WebP)")
+            raise AnimalIdError(f"{raw}: not an image file (JPEG, PNG, HEIC, AVIF, WebP, GIF, BMP or TIFF)")
         images.append((path.name, data))
     return images

@@ -13,7 +13,9 @@ requests are consumed (deleted) once read, duplicates included.
 ``send`` returns the request's Message-ID; ``poll`` is non-blocking, so
 several requests can be outstanding at once; ``wait`` blocks until given
 requests are answered or the timeout passes (``AnswerTimeout``, exit
-status 3).
+status 3). ``collect_earlier`` looks once for the answers to requests sent by
+an earlier run (pending.py keeps their Message-IDs) and consumes them, with
+the same In-Reply-To matching, so late answers are not left in the INBOX.
 
 With ``[security]`` keys (protection.py) requests are signed and/or
 encrypted, and a reply that fails the check is refused: logged, left in the
@@ -179,6 +181,29 @@ class Requester:
         return AnswerTimeout(f"no answer from {self.server_address} within {timeout:g} s "
                              f"({count} request{'s' if count != 1 else ''} unanswered{detail})",
                              answers=got, missing=pending)
+
+    def collect_earlier(self, message_ids: Iterable[str]) -> list[tuple[str, list[dict]]]:
+        """One look for replies to earlier requests (by Message-ID): (id, answers) of those found.
+
+        Found replies are consumed (deleted) like any answer; ids without a
+        reply are forgotten again by this requester (the caller keeps them).
+        Other mail is only looked at by its headers, never touched.
+        """
+        earlier = [message_id for message_id in message_ids if message_id not in self.outstanding]
+        now = time.monotonic()
+        for message_id in earlier:
+            self.outstanding[message_id] = now
+        try:
+            found = self._collect()
+        finally:
+            for message_id in earlier:
+                self.outstanding.pop(message_id, None)
+        wanted = set(earlier)
+        mine = [(message_id, answers) for message_id, answers in found if message_id in wanted]
+        for message_id, answers in found:  # answers to this run's own requests: for wait()
+            if message_id not in wanted:
+                self._ready[message_id] = answers
+        return mine
 
     def _collect(self) -> list[tuple[str, list[dict]]]:
         refs = [ref for ref in self.mailbox.list() if ref.key not in self._not_ours]

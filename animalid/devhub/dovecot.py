@@ -146,6 +146,15 @@ namespace inbox {{
 protocol lmtp {{
   postmaster_address = postmaster@{domain}
 }}
+# Connections per user and address (Dovecot's default is 10). Several servers
+# share server@ (each holds one IMAP connection; README "Many servers, one
+# mailbox"), and tests and benchmarks reach every mailbox from 127.0.0.1.
+protocol imap {{
+  mail_max_userip_connections = 100
+}}
+protocol pop3 {{
+  mail_max_userip_connections = 100
+}}
 service imap-login {{
   inet_listener imap {{
     port = {ports["imap"]}

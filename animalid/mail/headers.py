@@ -14,8 +14,10 @@ MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 # C0 and C1 controls and the Unicode line and paragraph separators: a header
 # value or a server reply must never start a new line in a log or a reply.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Some libraries str() a bytes reply: "b'[AUTHENTICATIONFAILED] ...'".
+# Some libraries str() a bytes reply: "b'[AUTHENTICATIONFAILED] ...'", alone or
+# inside a longer text ("select failed: b'[NONEXISTENT] ...'").
 _BYTES_REPR = re.compile(r"""^b(['"])(.*)\1$""", re.S)
+_BYTES_REPR_INSIDE = re.compile(r"""(?<![\w'"])b(['"])(.*?)\1""", re.S)
 
 # The most of a message's header block read or parsed (RFC 5322 sets no limit;
 # real header blocks are a few KiB, hostile ones can be endless).
@@ -63,4 +65,5 @@ def server_text(value: object, limit: int = SERVER_TEXT_CHARS) -> str:
     match = _BYTES_REPR.match(text.strip())
     if match:
         text = match.group(2)
+    text = _BYTES_REPR_INSIDE.sub(lambda inner: inner.group(2), text)
     return one_line(text, limit)

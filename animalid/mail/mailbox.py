@@ -5,8 +5,19 @@ RFC 2449 (CAPA, UIDL as the stable key), RFC 2595 (STLS) and RFC 5034 (SASL
 AUTH, used for XOAUTH2). IMAP follows RFC 9051 / RFC 3501 (UIDVALIDITY+UID as
 the stable key, BODY.PEEK so other mail keeps its \\Seen flag), RFC 2177
 (IDLE, re-issued before the server's 30-minute inactivity timer), RFC 6851
-(MOVE, with COPY + \\Deleted + EXPUNGE as fallback), RFC 4315 (UID EXPUNGE,
-so only our own messages are expunged) and RFC 7628 style XOAUTH2 login.
+(MOVE; without it set_aside copies first and deletes after, so a crash can
+leave a copy but never lose one), RFC 4315 (UIDPLUS: UID EXPUNGE, so only our
+own messages are expunged -- a whole mailbox never is -- and COPYUID) and
+RFC 7628 style XOAUTH2 login.
+
+Claims, for several servers sharing one mailbox (``ImapMailbox.claim``): a
+``UID MOVE`` of requests from the watched folder into a claims folder. MOVE is
+atomic (RFC 6851 section 3.3: moved, or not moved at all), and the server
+reports what it moved in a ``COPYUID`` response code (RFC 4315 section 3,
+RFC 6851 section 4.3), source UIDs to destination UIDs. A UID that another
+client moved or expunged first is no error: RFC 3501 section 6.4.8 has UID
+commands skip UIDs that no longer exist, so the MOVE succeeds with nothing
+moved. A claimer therefore owns exactly the UIDs its COPYUID names.
 
 Both kinds share ``Mailbox``:
 
@@ -14,6 +25,7 @@ Both kinds share ``Mailbox``:
   plus the size where the protocol gives it for free);
 * ``fetch(refs, max_bytes)`` / ``fetch_headers(refs)`` -- bounded reads;
 * ``delete(refs)``, ``set_aside(refs, folder)`` and ``end_pass()``;
+* IMAP only: ``claim(refs, folder)``, ``release(refs)`` and ``list_folder(folder)``;
 * ``wait(timeout)`` -- block until new mail may be there (IDLE), or until
   the next poll is due (POP3); ``has_news()`` is the non-blocking form.
 
@@ -30,7 +42,7 @@ import poplib
 import ssl
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from animalid.config import Config
 from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
@@ -59,6 +71,7 @@ class MailRef:
     key: str
     handle: int  # POP3 message number (this session only) or IMAP UID
     size: int | None = None
+    folder: str = ""  # IMAP: the folder the UID is in; "" is the watched folder
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,17 @@ class Mailbox(ABC):
     def with_sizes(self, refs: list[MailRef]) -> list[MailRef]:
         """``refs`` with their sizes filled in (one round trip on IMAP; POP3 has them)."""
         return refs
+
+    def supports_claims(self) -> bool:
+        """Whether servers can share this mailbox by claiming requests (IMAP with
+        MOVE and UIDPLUS). POP3 has no atomic way to take a message for oneself."""
+        return False
+
+    def claim(self, refs: list[MailRef], folder: str) -> list[MailRef]:
+        raise PermanentError(f"{self.protocol.upper()} cannot claim messages")
+
+    def release(self, refs: list[MailRef]) -> dict[str, MailRef]:
+        raise PermanentError(f"{self.protocol.upper()} cannot claim messages")
 
     def verify_login(self) -> None:
         """Connect and log in now, so a wrong password shows before any work."""
@@ -321,7 +345,12 @@ def _close_quietly(pop: poplib.POP3) -> None:
 # -- IMAP -------------------------------------------------------------------
 
 class ImapMailbox(Mailbox):
-    """IMAP with IDLE: new mail wakes ``wait`` at once; one connection is kept."""
+    """IMAP with IDLE: new mail wakes ``wait`` at once; one connection is kept.
+
+    The connection idles in the watched folder. Refs may name another folder
+    (``MailRef.folder``, e.g. claims): commands on them select it first, and
+    the next ``wait`` or ``list`` selects the watched folder again.
+    """
 
     protocol = "imap"
 
@@ -332,10 +361,13 @@ class ImapMailbox(Mailbox):
         self.idle_refresh = idle_refresh
         self._client = None
         self._uidvalidity = 0
+        self._selected = ""  # the folder selected now
+        self._uidvalidities: dict[str, int] = {}
         self._idling = False
         self._idle_since = 0.0
         self._dirty = True  # list() must look: nothing is known yet
         self._folders_made: set[str] = set()
+        self._warned_no_uidplus = False
 
     # -- session ------------------------------------------------------------
 
@@ -364,8 +396,9 @@ class ImapMailbox(Mailbox):
                 client.login(account.username, account.password())
             if not client.has_capability("IDLE"):
                 raise PermanentError(f"{endpoint.where} does not support IDLE; use receive = pop3")
-            selected = client.select_folder(self.folder)
-            self._uidvalidity = int(selected.get(b"UIDVALIDITY", 0))
+            self._selected = ""
+            self._select(client, self.folder)
+            self._uidvalidity = self._uidvalidities[self.folder]
         except LoginError as exc:
             _shutdown_quietly(client)
             text = server_text(exc)
@@ -380,6 +413,22 @@ class ImapMailbox(Mailbox):
         self._idling = False
         log.debug("%s: selected %s (UIDVALIDITY %s)", endpoint.where, self.folder, self._uidvalidity)
         return client
+
+    def _select(self, client, folder: str) -> int:
+        """Select ``folder`` ("" = the watched one) unless it is; its UIDVALIDITY."""
+        folder = folder or self.folder
+        if self._selected != folder:
+            selected = client.select_folder(folder)
+            self._selected = folder
+            self._uidvalidities[folder] = int(selected.get(b"UIDVALIDITY", 0))
+            # SELECT reports the folder's size (EXISTS): not news. News that came
+            # while another folder was selected is unknown, so list again.
+            _pop_news(client._imap.untagged_responses)
+            if folder == self.folder:
+                if self._uidvalidity and self._uidvalidities[folder] != self._uidvalidity:
+                    self._uidvalidity = self._uidvalidities[folder]
+                self._dirty = True
+        return self._uidvalidities[folder]
 
     def _error(self, exc: BaseException) -> AnimalIdError:
         from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
@@ -408,6 +457,8 @@ class ImapMailbox(Mailbox):
         client, self._client = self._client, None
         self._idling = False
         self._dirty = True
+        self._selected = ""
+        self._folders_made.clear()
         if client is not None:
             _shutdown_quietly(client)
 
@@ -415,10 +466,13 @@ class ImapMailbox(Mailbox):
 
     def _enter_idle(self) -> None:
         client = self._client
+        self._select(client, self.folder)
         # An EXISTS the server sent during an earlier command sits in imaplib's
         # store and will not be sent again: look there before idling.
         if _pop_news(client._imap.untagged_responses):
             self._dirty = True
+        if self._dirty:
+            return
         client.idle()
         self._idling = True
         self._idle_since = time.monotonic()
@@ -466,11 +520,33 @@ class ImapMailbox(Mailbox):
 
     def list(self) -> list[MailRef]:
         def listing(client):
+            self._select(client, self.folder)
             self._dirty = False  # before the search: news arriving after it must count
             return client.search(["NOT", "DELETED"])
 
         uids = self._call(listing)
         return [MailRef(key=self._key(uid), handle=int(uid)) for uid in sorted(uids)]
+
+    def list_folder(self, folder: str, create: bool = True) -> tuple[int, list[int]]:
+        """(UIDVALIDITY, the UIDs not marked deleted) of another folder, e.g. claims;
+        (0, []) for a folder that does not exist and is not to be created."""
+        def listing(client):
+            if create:
+                self._ensure_folder(client, folder)
+            elif not client.folder_exists(folder):
+                return 0, []
+            uidvalidity = self._select(client, folder)
+            return uidvalidity, sorted(int(uid) for uid in client.search(["NOT", "DELETED"]))
+
+        return self._call(listing)
+
+    def uidvalidity_of(self, folder: str) -> int:
+        """The UIDVALIDITY of ``folder`` (remembered from its last SELECT, else STATUS)."""
+        folder = folder or self.folder
+        if folder not in self._uidvalidities:
+            status = self._call(lambda client: client.folder_status(folder, [b"UIDVALIDITY"]))
+            self._uidvalidities[folder] = int(status[b"UIDVALIDITY"])
+        return self._uidvalidities[folder]
 
     def _key(self, uid: int) -> str:
         return f"imap:{self._uidvalidity}:{uid}"
@@ -481,91 +557,179 @@ class ImapMailbox(Mailbox):
     def expect_more(self) -> None:
         self._dirty = True
 
+    def supports_claims(self) -> bool:
+        client = self._call(lambda c: c)
+        return bool(client.has_capability("MOVE") and client.has_capability("UIDPLUS"))
+
     def with_sizes(self, refs: list[MailRef]) -> list[MailRef]:
-        unknown = [ref.handle for ref in refs if ref.size is None]
+        unknown = [ref for ref in refs if ref.size is None]
         if not unknown:
             return refs
-        sizes = {uid: int(data.get(b"RFC822.SIZE", 0))
-                 for uid, data in self._fetch_items(unknown, [b"RFC822.SIZE"]).items()}
+        sizes = {(ref.folder, ref.handle): int(data.get(b"RFC822.SIZE", 0))
+                 for ref, data in self._fetch_items(unknown, [b"RFC822.SIZE"])}
         # A message expunged meanwhile has no size: it drops out here.
-        return [ref if ref.size is not None else MailRef(ref.key, ref.handle, sizes[ref.handle])
-                for ref in refs if ref.size is not None or ref.handle in sizes]
+        return [ref if ref.size is not None else replace(ref, size=sizes[ref.folder, ref.handle])
+                for ref in refs if ref.size is not None or (ref.folder, ref.handle) in sizes]
 
     def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge]:
         found: dict[str, bytes | TooLarge] = {}
-        by_uid = {ref.handle: ref for ref in self.with_sizes(refs)}
         wanted = []
-        for uid, ref in by_uid.items():
+        for ref in self.with_sizes(refs):
             if ref.size > max_bytes:
                 found[ref.key] = TooLarge(ref.size)
             else:
-                wanted.append(uid)
-        for uid, data in self._fetch_items(wanted, [b"BODY.PEEK[]"]).items():
+                wanted.append(ref)
+        for ref, data in self._fetch_items(wanted, [b"BODY.PEEK[]"]):
             body = data.get(b"BODY[]")
             if body is not None:
-                found[by_uid[uid].key] = bytes(body)[: max_bytes + 1]
+                found[ref.key] = bytes(body)[: max_bytes + 1]
         return found
 
     def fetch_headers(self, refs: list[MailRef]) -> dict[str, bytes]:
-        by_uid = {ref.handle: ref for ref in refs}
         found = {}
         # A partial fetch (RFC 9051 section 6.4.5, <origin.octets>): a hostile
         # message with megabytes of header lines is not read in full.
         partial = f"BODY.PEEK[HEADER]<0.{HEADER_BYTES_LIMIT}>".encode()
-        for uid, data in self._fetch_items(list(by_uid), [partial]).items():
+        for ref, data in self._fetch_items(refs, [partial]):
             header = data.get(b"BODY[HEADER]<0>", data.get(b"BODY[HEADER]"))
             if header is not None:
-                found[by_uid[uid].key] = bytes(header)[:HEADER_BYTES_LIMIT]
+                found[ref.key] = bytes(header)[:HEADER_BYTES_LIMIT]
         return found
 
-    def _fetch_items(self, uids: list[int], items: list[bytes]) -> dict[int, dict]:
-        result: dict[int, dict] = {}
-        for start in range(0, len(uids), FETCH_CHUNK):
-            chunk = uids[start:start + FETCH_CHUNK]
-            result.update(self._call(lambda client, c=chunk: client.fetch(c, items)))
-        # A message expunged meanwhile is simply missing from the answer.
-        asked = set(uids)
-        return {uid: data for uid, data in result.items() if uid in asked}
+    def _fetch_items(self, refs: list[MailRef], items: list[bytes]) -> list[tuple[MailRef, dict]]:
+        result: list[tuple[MailRef, dict]] = []
+        for folder, group in _by_folder(refs).items():
+            by_uid = {ref.handle: ref for ref in group}
+            uids = list(by_uid)
+            for start in range(0, len(uids), FETCH_CHUNK):
+                chunk = uids[start:start + FETCH_CHUNK]
+
+                def fetch(client, c=chunk, f=folder):
+                    self._select(client, f)
+                    return client.fetch(c, items)
+
+                answer = self._call(fetch)
+                # A message expunged meanwhile is simply missing from the answer.
+                result += [(by_uid[uid], data) for uid, data in answer.items() if uid in by_uid]
+        return result
 
     def delete(self, refs: list[MailRef]) -> None:
-        if not refs:
-            return
-        uids = [ref.handle for ref in refs]
+        for folder, group in _by_folder(refs).items():
+            uids = [ref.handle for ref in group]
 
-        def remove(client):
-            client.add_flags(uids, [b"\\Deleted"], silent=True)
-            self._expunge(client, uids)
-
-        self._call(remove)
-
-    @staticmethod
-    def _expunge(client, uids: list[int]) -> None:
-        if client.has_capability("UIDPLUS"):
-            client.uid_expunge(uids)  # leaves others' \Deleted messages alone
-        else:
-            client.expunge()
-
-    def set_aside(self, refs: list[MailRef], folder: str) -> None:
-        if not refs:
-            return
-        uids = [ref.handle for ref in refs]
-
-        def move(client):
-            if folder not in self._folders_made:
-                if not client.folder_exists(folder):
-                    client.create_folder(folder)
-                self._folders_made.add(folder)
-            if client.has_capability("MOVE"):
-                client.move(uids, folder)
-            else:
-                client.copy(uids, folder)
+            def remove(client, f=folder):
+                self._select(client, f)
                 client.add_flags(uids, [b"\\Deleted"], silent=True)
                 self._expunge(client, uids)
 
-        self._call(move)
+            self._call(remove)
+
+    def _expunge(self, client, uids: list[int]) -> None:
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(uids)  # leaves others' \Deleted messages alone
+            client._imap.untagged_responses.pop("EXPUNGE", None)
+        elif not self._warned_no_uidplus:
+            # A plain EXPUNGE would also remove whatever another client marked
+            # \Deleted: the messages stay flagged, and list() skips them.
+            self._warned_no_uidplus = True
+            log.warning("%s has no UIDPLUS (RFC 4315): removed requests stay marked \\Deleted "
+                        "until a mail client expunges the folder", self.endpoint.where)
+
+    def set_aside(self, refs: list[MailRef], folder: str) -> None:
+        for source, group in _by_folder(refs).items():
+            uids = [ref.handle for ref in group]
+
+            def move(client, s=source):
+                self._ensure_folder(client, folder)
+                self._select(client, s)
+                if client.has_capability("MOVE"):
+                    self._move(client, uids, folder)
+                else:  # copy first: a crash in between leaves two copies, never none
+                    client.copy(uids, folder)
+                    client.add_flags(uids, [b"\\Deleted"], silent=True)
+                    self._expunge(client, uids)
+
+            self._call(move)
+
+    def _ensure_folder(self, client, folder: str) -> None:
+        from imapclient.exceptions import IMAPClientError
+
+        if folder in self._folders_made:
+            return
+        if not client.folder_exists(folder):
+            try:
+                client.create_folder(folder)
+            except IMAPClientError:
+                # Another server created it at the same moment ([ALREADYEXISTS]);
+                # any other refusal shows again here.
+                if not client.folder_exists(folder):
+                    raise
+        self._folders_made.add(folder)
+
+    # -- claims (several servers, one mailbox) --------------------------------
+
+    def claim(self, refs: list[MailRef], folder: str) -> list[MailRef]:
+        """UID MOVE ``refs`` from the watched folder into ``folder``; the refs now ours.
+
+        Ours are exactly the UIDs the server's COPYUID names (see the module
+        docstring): the returned refs keep their key and size, with the UID
+        they got in ``folder``. The others went to another server first.
+        """
+        refs = [ref for ref in refs if not ref.folder]
+        if not refs:
+            return []
+
+        def take(client):
+            self._ensure_folder(client, folder)
+            self._select(client, self.folder)
+            return self._move(client, [ref.handle for ref in refs], folder)
+
+        moved = self._call(take)
+        return [replace(ref, handle=moved[ref.handle], folder=folder) for ref in refs if ref.handle in moved]
+
+    def release(self, refs: list[MailRef]) -> dict[str, MailRef]:
+        """UID MOVE claimed refs back to the watched folder: old key -> the ref there now
+        (new UID, new key). A ref missing from the answer was gone already."""
+        back: dict[str, MailRef] = {}
+        for folder, group in _by_folder(refs).items():
+            if not folder or folder == self.folder:
+                continue
+
+            def give_back(client, f=folder, g=group):
+                self._select(client, f)
+                return self._move(client, [ref.handle for ref in g], self.folder)
+
+            moved = self._call(give_back)
+            uidvalidity = self._uidvalidities.get(self.folder, self._uidvalidity)
+            for ref in group:
+                if ref.handle in moved:
+                    back[ref.key] = MailRef(key=f"imap:{uidvalidity}:{moved[ref.handle]}",
+                                            handle=moved[ref.handle], size=ref.size)
+        self._dirty = True
+        return back
+
+    def _move(self, client, uids: list[int], folder: str) -> dict[int, int]:
+        """UID MOVE (RFC 6851) in the selected folder; source UID -> destination UID.
+
+        imaplib files the COPYUID response code (untagged OK before the
+        expunges, or the tagged OK) under untagged_responses["COPYUID"]; clear
+        it first so only this command's answer is read.
+        """
+        if not uids:
+            return {}
+        untagged = client._imap.untagged_responses
+        untagged.pop("COPYUID", None)
+        client.move(uids, folder)
+        answers = untagged.pop("COPYUID", None) or []
+        untagged.pop("EXPUNGE", None)  # the moved messages leaving this folder
+        moved: dict[int, int] = {}
+        for answer in answers:
+            moved.update(parse_copyuid(answer))
+        return moved
 
     def close(self) -> None:
         client, self._client = self._client, None
+        self._selected = ""
         if client is None:
             return
         try:
@@ -575,6 +739,39 @@ class ImapMailbox(Mailbox):
             client.logout()
         except Exception:  # closing a broken connection: nothing left to save
             _shutdown_quietly(client)
+
+
+def parse_copyuid(answer) -> dict[int, int]:
+    """RFC 4315 section 3: ``COPYUID <uidvalidity> <source uid-set> <destination uid-set>``
+    -> {source UID: destination UID}, in the order both sets list them."""
+    text = answer.decode("ascii", "replace") if isinstance(answer, bytes) else str(answer)
+    fields = text.split()
+    if len(fields) < 3:
+        raise TransientError(f"malformed COPYUID response: {text[:100]!r}")
+    source, destination = _uid_set(fields[1]), _uid_set(fields[2])
+    if len(source) != len(destination):
+        raise TransientError(f"malformed COPYUID response: {text[:100]!r}")
+    return dict(zip(source, destination))
+
+
+def _uid_set(text: str) -> list[int]:
+    """An RFC 3501 uid-set without "*": "3,5:7" -> [3, 5, 6, 7]."""
+    uids: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition(":")
+            low, high = int(first), int(last or first)
+            uids.extend(range(min(low, high), max(low, high) + 1))
+    except ValueError:
+        raise TransientError(f"malformed UID set in COPYUID: {text[:100]!r}") from None
+    return uids
+
+
+def _by_folder(refs: list[MailRef]) -> dict[str, list[MailRef]]:
+    groups: dict[str, list[MailRef]] = {}
+    for ref in refs:
+        groups.setdefault(ref.folder, []).append(ref)
+    return groups
 
 
 def _any_news(responses) -> bool:

@@ -16,7 +16,11 @@ marks delivery reports.
 * ``parse_incoming`` reads any mail the server receives, including a
   person's ordinary mail from a phone: every image part in order, within the
   limits of config.ini [server], with names that are safe to display (they
-  are never used as paths).
+  are never used as paths). A part is an image when its bytes say so (magic
+  numbers, and for HEIC and AVIF the ISO/IEC 14496-12 'ftyp' brands), whatever
+  its declared type or name: old phones and some webmail send photos as
+  nameless application/octet-stream. Beside a photo, signature logos, icons
+  and tracking pixels are skipped (decorations.py) and the reply says so.
 
 Headers are only ever set through the email package, which refuses CR/LF in
 values; anything copied from an incoming message is stripped of control
@@ -51,6 +55,7 @@ from typing import Sequence
 
 from animalid.contract import render_answers
 from animalid.config import Config
+from animalid.mail.decorations import find_decorations
 from animalid.mail.headers import HEADER_BYTES_LIMIT, first_message_id, message_ids, one_line, read_header
 from animalid.mail.protection import Protection, ProtectionError, sealed_parts
 from animalid.mail.transport import looks_like_address
@@ -63,7 +68,19 @@ MARK_HEADER = "X-Animalid"
 ANSWERS_FILENAME = "answers.json"
 IMAGE_EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".png": "png",
                     ".gif": "gif", ".bmp": "bmp", ".webp": "webp", ".tif": "tiff",
-                    ".tiff": "tiff", ".heic": "heic", ".heif": "heif"}
+                    ".tiff": "tiff", ".heic": "heic", ".heif": "heif", ".avif": "avif"}
+# ISO/IEC 14496-12 'ftyp' brands of still images: HEIF (ISO/IEC 23008-12, the
+# iPhone camera's HEIC) and AVIF (AV1 Image File Format). Video brands
+# ('isom', 'mp42', 'qt  ') are not images.
+HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"})
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+HEIF_BRANDS = frozenset({b"mif1", b"msf1"})
+# Declared types that say nothing about the content: their bytes decide.
+UNTYPED = frozenset({"application/octet-stream", "application/x-octet-stream",
+                     "application/binary", "application/unknown", "application/x-unknown"})
+# A BMP's second header starts with its own size, one of these (BITMAPCOREHEADER ... V5).
+_BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
+MAX_SKIPPED_NAMES = 5
 # Kinds of incoming mail.
 REQUEST = "request"
 AUTO_SUBMITTED = "auto-submitted"
@@ -97,13 +114,15 @@ class Limits:
     max_message_bytes: int
     max_parts: int
     max_images: int
+    max_image_pixels: int = 40_000_000  # config.DEFAULTS [server] max_image_pixels
 
     @classmethod
     def from_config(cls, config: Config) -> "Limits":
         section = config.section("server")
         return cls(max_message_bytes=section.get_int("max_message_bytes", minimum=1000),
                    max_parts=section.get_int("max_parts", minimum=1),
-                   max_images=section.get_int("max_images", minimum=1))
+                   max_images=section.get_int("max_images", minimum=1),
+                   max_image_pixels=section.get_int("max_image_pixels", minimum=1))
 
 
 @dataclass
@@ -129,6 +148,7 @@ class Incoming:
     images: list[ImagePart] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # e.g. parts over the limit
     protection_problem: str = ""  # why the signature / encryption check failed
+    skipped: list[str] = field(default_factory=list)  # decorations not answered: "name (WxH)"
 
     @property
     def is_request(self) -> bool:
@@ -183,19 +203,49 @@ def bare_address(value: object) -> str:
 
 def image_type_of(data: bytes, filename: str = "") -> str:
     """The image/* type from the magic bytes, else from the name, else octet-stream."""
-    head = data[:16]
+    sniffed = sniff_image_type(data)
+    if sniffed:
+        return sniffed
+    extension = "." + filename.rpartition(".")[2].lower() if filename and "." in filename else ""
+    if extension in IMAGE_EXTENSIONS:
+        return f"image/{IMAGE_EXTENSIONS[extension]}"
+    guessed, _ = mimetypes.guess_type(filename or "")
+    if guessed and guessed.startswith("image/"):
+        return guessed
+    return "application/octet-stream"
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image/* type that the content itself shows (magic numbers), or None."""
+    head = data[:32]
     signatures = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
-                  (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp"),
+                  (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"),
                   (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
     for magic, content_type in signatures:
         if head.startswith(magic):
             return content_type
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
-    guessed, _ = mimetypes.guess_type(filename or "")
-    if guessed and guessed.startswith("image/"):
-        return guessed
-    return "application/octet-stream"
+    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+        return "image/bmp"
+    if head[4:8] == b"ftyp":
+        return _iso_bmff_image_type(data)
+    return None
+
+
+def _iso_bmff_image_type(data: bytes) -> str | None:
+    """image/heic, image/avif or image/heif from an 'ftyp' box's major and compatible brands."""
+    box_size = int.from_bytes(data[:4], "big")
+    if not 16 <= box_size <= 256 or len(data) < box_size:
+        return None
+    major = data[8:12]
+    brands = {major} | {data[i:i + 4] for i in range(16, box_size - 3, 4)}
+    for found in ({major}, brands):  # the major brand first, then the compatible ones
+        if found & AVIF_BRANDS:
+            return "image/avif"
+        if found & HEIC_BRANDS:
+            return "image/heic"
+    return "image/heif" if brands & HEIF_BRANDS else None
 
 
 def parse_bytes(raw: bytes) -> EmailMessage:
@@ -235,12 +285,19 @@ def _attach_images(message: EmailMessage, files: list[tuple[str, bytes]]) -> Non
 
 
 def build_reply(request: Incoming, sender: str, answers: list[dict], note: str = "",
-                now: datetime | None = None, protection: Protection | None = None) -> EmailMessage:
-    """The answer to ``request``: readable text plus the contract JSON (sealed and/or signed with keys)."""
+                now: datetime | None = None, protection: Protection | None = None,
+                display_name: str = "") -> EmailMessage:
+    """The answer to ``request``: readable text plus the contract JSON (sealed and/or signed with keys).
+
+    ``note`` opens the text; the images skipped as decorations are named in
+    one line after the answers. ``display_name`` goes into From (RFC 5322
+    section 3.4 name-addr, quoted or encoded by the email package).
+    """
     protection = protection or Protection()
     now = (now or datetime.now()).astimezone()
     message = EmailMessage(policy=email.policy.SMTP)
-    message["From"] = sender
+    message["From"] = email.utils.formataddr((clean_text(display_name, 100), sender)) if display_name \
+        else sender
     message["To"] = request.sender
     subject = clean_text(request.subject) or "Animal photo"
     message["Subject"] = subject if subject.lower().startswith("re:") else f"Re: {subject}"
@@ -259,6 +316,8 @@ def build_reply(request: Incoming, sender: str, answers: list[dict], note: str =
         body = render_answers(answers) if answers else "No image was found in your message."
     if note:
         body = f"{note}\n\n{body}"
+    if request.skipped:
+        body = f"{body}\n\n{skipped_text(request.skipped)}"
     message.set_content(body + "\n")
     payload = json.dumps(answers, ensure_ascii=False, indent=1).encode("utf-8")
     protection.protect(message, [(ANSWERS_FILENAME, payload)], REPLY_MARK, _attach_answers)
@@ -268,6 +327,17 @@ def build_reply(request: Incoming, sender: str, answers: list[dict], note: str =
 def _attach_answers(message: EmailMessage, files: list[tuple[str, bytes]]) -> None:
     for name, payload in files:
         message.add_attachment(payload, maintype="application", subtype="json", filename=name)
+
+
+def skipped_text(skipped: Sequence[str]) -> str:
+    """One line naming the images not answered because they look like decorations."""
+    names = ", ".join(skipped[:MAX_SKIPPED_NAMES])
+    if len(skipped) > MAX_SKIPPED_NAMES:
+        names += f" and {len(skipped) - MAX_SKIPPED_NAMES} more"
+    count = len(skipped)
+    return (f"Not answered: {count} small image{'s' if count != 1 else ''} that look{'s' if count == 1 else ''} "
+            f"like a signature logo or icon, not a photo: {names}. Mail such an image alone "
+            "to have it identified.")
 
 
 def error_answers(request: Incoming, reason: str) -> list[dict]:
@@ -310,7 +380,7 @@ def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits,
     if files is not None:
         incoming.images = images_from_files(files, limits)
     else:
-        incoming.images, problems = extract_images(message, limits)
+        incoming.images, problems, incoming.skipped = extract_images(message, limits)
         incoming.problems.extend(problems)
     if not incoming.images and not incoming.problems and answers_our_reply(message):
         incoming.kind = LOOP_GUARD
@@ -427,9 +497,15 @@ def message_kind(message: Message, sender: str, own_addresses: Sequence[str],
     return REQUEST, ""
 
 
-def extract_images(message: Message, limits: Limits) -> tuple[list[ImagePart], list[str]]:
-    """Every image part in document order, attached or inline, within the limits."""
-    images: list[ImagePart] = []
+def extract_images(message: Message, limits: Limits) -> tuple[list[ImagePart], list[str], list[str]]:
+    """Every image part in document order, attached or inline, within the limits.
+
+    Returns the images, the problems (parts over the limit) and the names of
+    the inline signature logos, icons and tracking pixels set aside beside a
+    photo (decorations.py; they count against no limit, and client.py's
+    requests, whose photos are attachments, never have any).
+    """
+    found: list[tuple[str | None, str, bytes, bool]] = []
     problems: list[str] = []
     for count, part in enumerate(message.walk(), 1):
         if count > limits.max_parts:
@@ -438,19 +514,28 @@ def extract_images(message: Message, limits: Limits) -> tuple[list[ImagePart], l
             break
         if part.is_multipart():
             continue
-        content_type, filename = _image_part_type(part)
-        if content_type is None:
+        typed = _image_part_type(part)
+        if typed is not None:
+            found.append(typed)
+    decorations = find_decorations([item[2] for item in found], limits.max_image_pixels,
+                                   [item[3] for item in found])
+    skipped = []
+    for index, (width, height) in decorations.items():
+        filename, content_type, _, _ = found[index]
+        skipped.append(f"{safe_name(filename, index + 1, content_type)} ({width}x{height})")
+    images: list[ImagePart] = []
+    for position, (filename, content_type, data, _) in enumerate(found, 1):
+        if position - 1 in decorations:
             continue
-        data = _payload(part)
-        index = len(images) + 1
-        name = safe_name(filename, index, content_type)
         refusal = None
         if len(images) >= limits.max_images:
             refusal = f"over the limit of {limits.max_images} images per message"
         elif not data:
             refusal = "empty attachment"
-        images.append(ImagePart(name=name, content_type=content_type, data=data, refusal=refusal))
-    return images, problems
+        # Named by position among all images, so "image-2.jpg" stays that with or without skips.
+        images.append(ImagePart(name=safe_name(filename, position, content_type),
+                                content_type=content_type, data=data, refusal=refusal))
+    return images, problems, skipped
 
 
 def images_from_files(files: list[tuple[str, bytes]], limits: Limits) -> list[ImagePart]:
@@ -474,19 +559,36 @@ def answers_our_reply(message: Message) -> bool:
     return any(f".{REPLY_ID_TAG}@" in message_id for message_id in ids)
 
 
-def _image_part_type(part: Message) -> tuple[str | None, str | None]:
-    content_type = part.get_content_type()
+def _image_part_type(part: Message) -> tuple[str | None, str, bytes, bool] | None:
+    """(file name, image type, bytes, attached) when a leaf part is an image, else None.
+
+    ``attached``: Content-Disposition says attachment (RFC 2183), not inline.
+
+    The bytes decide first (any declared type but text and message); a part
+    declared image/*, or untyped with an image file name, whose bytes show no
+    known format stays an image too, so that its answer can say what is wrong.
+    """
+    declared = part.get_content_type()
+    if declared.startswith(("text/", "message/", "multipart/")):
+        return None
     try:
         filename = part.get_filename()
     except Exception:
         filename = None
-    if content_type.startswith("image/"):
-        return content_type, filename
-    extension = "." + (filename or "").rpartition(".")[2].lower() if filename and "." in filename else ""
-    if content_type in ("application/octet-stream", "application/x-octet-stream") \
-            and extension in IMAGE_EXTENSIONS:
-        return f"image/{IMAGE_EXTENSIONS[extension]}", filename
-    return None, None
+    data = _payload(part)
+    try:
+        attached = part.get_content_disposition() == "attachment"
+    except Exception:  # noqa: BLE001 - a header the parser cannot read
+        attached = False
+    sniffed = sniff_image_type(data)
+    if sniffed:
+        return filename, sniffed, data, attached
+    if declared.startswith("image/"):
+        return filename, declared, data, attached
+    extension = "." + filename.rpartition(".")[2].lower() if filename and "." in filename else ""
+    if declared in UNTYPED and extension in IMAGE_EXTENSIONS:
+        return filename, f"image/{IMAGE_EXTENSIONS[extension]}", data, attached
+    return None
 
 
 def _payload(part: Message) -> bytes:

@@ -5,6 +5,12 @@ submissions port), RFC 4954 (SMTP AUTH) with the PLAIN (RFC 4616) and LOGIN
 mechanisms for passwords, and Google's / Microsoft's XOAUTH2 SASL mechanism
 for OAuth 2.0 access tokens (the only choice for Outlook and Microsoft 365).
 
+A port left empty in config.ini follows the host: the protocol's standard
+port for its security (RFC 6409 submission 587, RFC 8314 implicit TLS 465,
+993 and 995, RFC 9051 IMAP 143, RFC 1939 POP3 110), plus ``[hub]
+port_offset`` when the host is the local hub, so a hub moved to another
+offset is one edit.
+
 Certificates are always verified: the context comes from
 ``ssl.create_default_context`` with the configured CA file or the system's
 trust store, and no setting turns verification off. Credentials are never
@@ -38,6 +44,13 @@ from animalid.mail.headers import server_text
 log = logging.getLogger(__name__)
 
 SECURITY_CHOICES = ("tls", "starttls", "none")
+# The standard port of each protocol by security (see the module docstring).
+STANDARD_PORTS = {
+    "smtp": {"starttls": 587, "tls": 465, "none": 587},
+    "imap": {"tls": 993, "starttls": 143, "none": 143},
+    "pop3": {"tls": 995, "starttls": 110, "none": 110},
+}
+_WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 AUTH_CHOICES = ("password", "xoauth2", "none")
 ROLES = ("client", "server")
 # A pooled SMTP connection idle longer than this is checked with NOOP before
@@ -68,13 +81,20 @@ class Endpoint:
         section = config.section(protocol)
         ca_path = section.get_path("ca_file", None)
         if ca_path is not None and not ca_path.is_file():
-            raise section.error("ca_file", f"{ca_path} does not exist "
-                                           "(for the local hub: start it once first)")
+            raise section.error("ca_file", _missing_ca_text(config, section, ca_path))
+        host = section.get("host")
+        security = section.get_choice("security", SECURITY_CHOICES)
+        port = section.get_int("port", minimum=1, maximum=65535) if section.has("port") else None
+        if port is None:
+            port = STANDARD_PORTS[protocol][security] + hub_port_offset(config, host)
+            if port > 65535:
+                raise config.section("hub").error("port_offset", f"puts the {protocol} port at {port}, "
+                                                                 "above 65535")
         return cls(
             protocol=protocol,
-            host=section.get("host"),
-            port=section.get_int("port", minimum=1, maximum=65535),
-            security=section.get_choice("security", SECURITY_CHOICES),
+            host=host,
+            port=port,
+            security=security,
             ca_file=str(ca_path) if ca_path else None,
             timeout=section.get_float("timeout", minimum=1.0, maximum=600.0),
         )
@@ -85,12 +105,7 @@ class Endpoint:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback(self.host)
 
     def tls_context(self) -> ssl.SSLContext:
         """A verifying client context: hostname and chain are always checked."""
@@ -98,6 +113,37 @@ class Endpoint:
             return ssl.create_default_context(cafile=self.ca_file or None)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"[{self.protocol}] ca_file {self.ca_file}: cannot load: {exc}") from None
+
+
+def hub_port_offset(config: Config, host: str) -> int:
+    """[hub] port_offset when ``host`` is the local hub ([hub] listen, or loopback for a
+    hub on loopback or on every address), else 0."""
+    hub = config.section("hub")
+    listen = hub.get("listen", "").strip().lower()
+    host = host.strip().lower()
+    if host == listen or (_is_loopback(host) and (_is_loopback(listen) or listen in _WILDCARD_ADDRESSES)):
+        return hub.get_int("port_offset", minimum=0, maximum=64000)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _missing_ca_text(config: Config, section, ca_path) -> str:
+    """Why a CA file is missing, naming where its path came from and what to do."""
+    written = section.written("ca_file")
+    raw = section.raw("ca_file")
+    origin = f" ({section.relative_to(raw)})" if section.relative_to(raw) else ""
+    if "${hub:state_dir}" in written.replace(" ", ""):
+        return (f"{ca_path} does not exist{origin}: the local hub writes it when it first starts; "
+                f"start it (python -m animalid.mailhub --config {config.path}) or set ca_file")
+    return f"{ca_path} does not exist{origin}"
 
 
 @dataclass

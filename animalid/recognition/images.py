@@ -2,8 +2,10 @@
 
 Photos arrive from strangers' phones and mail clients, so decoding is
 defensive: the pixel count is checked from the header before any pixel is
-decoded (decompression bombs), only common still-image formats are accepted,
-truncated files are refused rather than padded, EXIF orientation is applied,
+decoded (decompression bombs), only common still-image formats are accepted
+(with HEIC/HEIF, the iPhone camera's format, through pi-heif, and AVIF, which
+Pillow reads itself), truncated files are refused rather than padded, EXIF
+orientation is applied,
 and every mode (RGBA, LA, palette, greyscale, 16-bit, CMYK) ends as 8-bit RGB.
 Transparent areas are laid on a plain background, because cut-outs are common
 and a black fill misleads the network.
@@ -20,8 +22,17 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from animalid.errors import BadImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
-ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP"})
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF"})
 BACKGROUND_RGB = (255, 255, 255)
+# What a person can do about an image the server cannot use (one line in the answer).
+SEND_AS_JPEG = "send the photo as JPEG"
+
+try:  # HEIC/HEIF decoding (ISO/IEC 23008-12): pi-heif, the decode-only build of pillow-heif
+    from pi_heif import register_heif_opener
+except ImportError:  # without it a HEIC photo gets "not an image ...: send the photo as JPEG"
+    pass
+else:
+    register_heif_opener()
 
 # Refuse truncated files instead of silently decoding half a picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -48,11 +59,11 @@ def load_image(source: bytes | str | Path | Image.Image,
     except BadImageError:
         raise
     except UnidentifiedImageError:
-        raise BadImageError("not an image (or an unsupported format)") from None
+        raise BadImageError(f"not an image, or a format the server cannot read: {SEND_AS_JPEG}") from None
     except Image.DecompressionBombError:
         raise BadImageError(f"too many pixels (limit {max_pixels:,})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImageError(f"damaged or truncated image: {_short(exc)}") from None
+        raise BadImageError(f"damaged or truncated image ({_short(exc)}): {SEND_AS_JPEG}") from None
     except MemoryError:
         raise BadImageError("image too large to decode") from None
     return to_rgb(image)
@@ -74,7 +85,7 @@ def _read_bytes(source: bytes | str | Path) -> bytes:
 
 def _check_header(image: Image.Image, max_pixels: int) -> None:
     if image.format not in ACCEPTED_FORMATS:
-        raise BadImageError(f"unsupported image format {image.format or 'unknown'}")
+        raise BadImageError(f"unsupported image format {image.format or 'unknown'}: {SEND_AS_JPEG}")
     width, height = image.size
     if width <= 0 or height <= 0:
         raise BadImageError("image has no pixels")

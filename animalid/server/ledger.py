@@ -1,20 +1,40 @@
-"""The server's crash-safe record of the messages it has handled (SQLite).
+"""The servers' shared, crash-safe record of the messages they handle.
 
-Each message is keyed by where it sits in the mailbox -- ``pop3:<UIDL>``
+Each message is keyed by where it sat in the mailbox -- ``pop3:<UIDL>``
 (RFC 1939 / RFC 2449 UIDL) or ``imap:<UIDVALIDITY>:<UID>`` (RFC 9051 section
 2.3.1.1) -- and also carries its RFC 5322 Message-ID, so the same mail shown
-again under a new key (Gmail's POP3 does this, so does a UIDVALIDITY change)
-is still recognised.
+again under a new key (Gmail's POP3 does this, so does a UIDVALIDITY change,
+and so does a claim returned to the INBOX, which gets a new UID) is still
+recognised.
 
 States: ``seen`` (being worked on; ``attempts`` counts tries, raised *before*
 each try so a crash counts too), and the final ``answered``, ``set_aside``
-and ``ignored``. The database runs in WAL mode with ``synchronous=FULL``: a
-state written is on disk before the next step (delete or move) starts, so
-after a crash at any point the server neither loses a request nor answers
-it twice, except in the one unavoidable window between sending a reply and
-recording it.
+and ``ignored``. A state written is durable before the next step (delete or
+move) starts, so after a crash at any point no request is lost, and none is
+answered twice except in the windows the README lists.
 
-A second table counts events per sender for the rate limit.
+Beside the messages, for several servers sharing one mailbox
+(animalid/server/claims.py):
+
+* ``events`` -- per-sender events for the rate limit; ``take_event`` counts
+  and records in one transaction, so N workers cannot together pass a limit;
+* ``claims`` -- which worker holds which request (by its INBOX key: the
+  primary key makes the claim exclusive), where it put it in the claims folder,
+  since when, and when it last renewed its lease;
+* ``inflight`` -- which key is being answered for a Message-ID, so two copies
+  of one request held by two workers are answered once;
+* ``workers`` -- each worker's last sign of life, for ``server.py --status``.
+
+Two backends share the SQL (written with ``?`` placeholders):
+
+* ``SqliteLedger`` -- one file (WAL, ``synchronous=FULL``, 30 s busy
+  timeout): any number of processes on one machine. Not over a network file
+  system, where SQLite's locks are unreliable.
+* ``PostgresLedger`` -- ``[server] ledger = postgresql://user@host/db``, for
+  workers on several machines; the password comes from ``ledger_password_env``
+  or ``ledger_password_command`` like every other secret.
+
+``open_ledger(config)`` picks one; ``Ledger(path)`` still opens a SQLite file.
 """
 
 from __future__ import annotations
@@ -23,8 +43,14 @@ import logging
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from animalid.config import Config
+from animalid.errors import AuthError, TransientError, UnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +61,15 @@ IGNORED = "ignored"
 FINAL_STATES = (ANSWERED, SET_ASIDE, IGNORED)
 KEEP_RECORDS_S = 90 * 24 * 3600
 KEEP_EVENTS_S = 2 * 24 * 3600
+KEEP_WORKERS_S = 7 * 24 * 3600
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+# Serialises schema creation and pruning between workers starting at once
+# (PostgreSQL: CREATE INDEX and DELETE lock the tables in different orders).
+SCHEMA_LOCK = "animalid-schema"
 
+# {real} and {bigint}: SQLite's REAL and INTEGER are 64-bit; PostgreSQL's REAL
+# is 32-bit (a Unix time would be off by minutes) and its INTEGER cannot hold
+# a UIDVALIDITY (up to 2^32 - 1).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     key TEXT PRIMARY KEY,
@@ -44,17 +78,50 @@ CREATE TABLE IF NOT EXISTS messages (
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     reason TEXT NOT NULL DEFAULT '',
-    first_seen REAL NOT NULL,
-    updated REAL NOT NULL
+    first_seen {real} NOT NULL,
+    updated {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_id ON messages (message_id) WHERE message_id != '';
+CREATE INDEX IF NOT EXISTS messages_by_updated ON messages (updated);
 CREATE TABLE IF NOT EXISTS events (
     sender TEXT NOT NULL,
     kind TEXT NOT NULL,
-    at REAL NOT NULL
+    at {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_sender ON events (sender, kind, at);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    worker TEXT NOT NULL DEFAULT '',
+    uidvalidity {bigint} NOT NULL DEFAULT 0,
+    uid {bigint} NOT NULL DEFAULT 0,
+    claimed {real} NOT NULL,
+    renewed {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_by_uid ON claims (uidvalidity, uid);
+CREATE TABLE IF NOT EXISTS inflight (
+    message_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    renewed {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    started {real} NOT NULL,
+    seen {real} NOT NULL
+)
 """
+# Added after the first release: who finished a message (server.py --status,
+# per-worker counts). Old files get the column on open.
+_WORKER_COLUMN = "worker TEXT NOT NULL DEFAULT ''"
+_RECORD = "key, message_id, sender, state, attempts, reason"
+_UPSERT_FINAL = (
+    "INSERT INTO messages (key, message_id, sender, state, attempts, reason, first_seen, updated, worker) "
+    "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+    "state = excluded.state, reason = excluded.reason, updated = excluded.updated, "
+    "worker = excluded.worker, "
+    "message_id = CASE WHEN excluded.message_id != '' THEN excluded.message_id "
+    "ELSE messages.message_id END, "
+    "sender = CASE WHEN excluded.sender != '' THEN excluded.sender ELSE messages.sender END")
 
 
 @dataclass(frozen=True)
@@ -71,25 +138,79 @@ class Record:
         return self.state in FINAL_STATES
 
 
-class Ledger:
-    """One SQLite file; safe to use from one thread at a time (a lock guards it)."""
+NOTICED = "claim:"  # key prefix of a claims-folder message no worker recorded
 
-    def __init__(self, path: str | Path, clock=time.time):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+@dataclass(frozen=True)
+class Claim:
+    """One claimed request, as the ledger knows it."""
+
+    key: str  # the request's INBOX key when claimed; NOTICED... for one nobody recorded
+    worker: str  # '' when no worker recorded it
+    uidvalidity: int  # where it is in the claims folder (uid 0: not moved there yet)
+    uid: int
+    claimed: float
+    renewed: float
+
+    @property
+    def noticed(self) -> bool:
+        return self.key.startswith(NOTICED)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished message, for ``server.py --status``."""
+
+    key: str
+    message_id: str
+    sender: str
+    state: str
+    reason: str
+    updated: float
+    worker: str
+
+
+class Ledger(ABC):
+    """The interface and the shared SQL; the backends supply connections and transactions.
+
+    ``worker`` names the process writing (set by the server): it goes with
+    every claim, reservation and final state. Safe to use from one thread at
+    a time per instance (a lock guards the connection); any number of
+    processes may share one database.
+    """
+
+    backend = ""
+    worker = ""
+
+    def __new__(cls, *args, **kwargs):
+        # Ledger(path) opens a SQLite file, as it always has.
+        return super().__new__(SqliteLedger if cls is Ledger else cls)
+
+    def __init__(self, clock=time.time):
         self._clock = clock
-        self._lock = threading.Lock()
-        # Autocommit (isolation_level=None): every statement is its own
-        # transaction, durable when it returns.
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    # -- what a backend supplies ------------------------------------------------
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the ledger is, for logs (never with a password)."""
+
+    @abstractmethod
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run one statement (``?`` placeholders); its rows ([] when it returns none)."""
+
+    @abstractmethod
+    def _count(self, sql: str, params: tuple = ()) -> int:
+        """Run one statement; how many rows it changed."""
+
+    @abstractmethod
+    @contextmanager
+    def _transaction(self, lock: str | None = None):
+        """Statements inside run as one transaction; ``lock`` serialises on a name."""
+
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> "Ledger":
         return self
@@ -97,18 +218,21 @@ class Ledger:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _one(self, sql: str, params: tuple = ()):
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
     # -- reading ------------------------------------------------------------
 
     def get(self, key: str) -> Record | None:
-        row = self._one("SELECT key, message_id, sender, state, attempts, reason "
-                        "FROM messages WHERE key = ?", (key,))
+        row = self._one(f"SELECT {_RECORD} FROM messages WHERE key = ?", (key,))
         return Record(*row) if row else None
 
     def final_by_message_id(self, message_id: str) -> Record | None:
         """A finished record of the same Message-ID under any key, if there is one."""
         if not message_id:
             return None
-        row = self._one("SELECT key, message_id, sender, state, attempts, reason FROM messages "
+        row = self._one(f"SELECT {_RECORD} FROM messages "
                         "WHERE message_id = ? AND state IN (?, ?, ?) "
                         "ORDER BY state = 'answered' DESC LIMIT 1",
                         (message_id, *FINAL_STATES))
@@ -120,58 +244,64 @@ class Ledger:
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            with self._lock:
-                rows = self._db.execute(
-                    f"SELECT key, message_id, sender, state, attempts, reason FROM messages "
-                    f"WHERE key IN ({marks}) AND state IN (?, ?, ?)", (*chunk, *FINAL_STATES)).fetchall()
+            rows = self._rows(f"SELECT {_RECORD} FROM messages "
+                              f"WHERE key IN ({marks}) AND state IN (?, ?, ?)", (*chunk, *FINAL_STATES))
             found.update((row[0], Record(*row)) for row in rows)
         return found
 
-    # -- writing ------------------------------------------------------------
+    def recent_outcomes(self, limit: int = 10) -> list[Outcome]:
+        rows = self._rows("SELECT key, message_id, sender, state, reason, updated, worker FROM messages "
+                          "WHERE state IN (?, ?, ?) ORDER BY updated DESC LIMIT ?", (*FINAL_STATES, limit))
+        return [Outcome(*row) for row in rows]
+
+    def outcome_counts(self, since: float) -> dict[tuple[str, str], int]:
+        """(state, worker) -> how many messages reached that final state since ``since``."""
+        rows = self._rows("SELECT state, worker, COUNT(*) FROM messages WHERE updated >= ? "
+                          "AND state IN (?, ?, ?) GROUP BY state, worker", (since, *FINAL_STATES))
+        return {(state, worker): int(count) for state, worker, count in rows}
+
+    def final_states(self) -> dict[str, tuple[str, str]]:
+        """Message-ID -> (final state, worker), for tests and benchmarks."""
+        rows = self._rows("SELECT message_id, state, worker FROM messages WHERE message_id != '' "
+                          "AND state IN (?, ?, ?) ORDER BY updated", FINAL_STATES)
+        return {message_id: (state, worker) for message_id, state, worker in rows}
+
+    # -- attempts and final states --------------------------------------------
+
+    _BEGIN = ("INSERT INTO messages (key, message_id, sender, state, attempts, first_seen, updated) "
+              "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+              "attempts = messages.attempts + 1, updated = excluded.updated, "
+              "message_id = CASE WHEN excluded.message_id != '' THEN excluded.message_id "
+              "ELSE messages.message_id END, "
+              "sender = CASE WHEN excluded.sender != '' THEN excluded.sender ELSE messages.sender END "
+              "RETURNING attempts")
 
     def begin_attempt(self, key: str, message_id: str = "", sender: str = "") -> int:
         """Count one more try at ``key`` (before trying, so a crash counts); returns the count."""
         now = self._clock()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO messages (key, message_id, sender, state, attempts, first_seen, updated) "
-                "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                "attempts = attempts + 1, updated = excluded.updated, "
-                "message_id = CASE WHEN excluded.message_id != '' THEN excluded.message_id ELSE message_id END, "
-                "sender = CASE WHEN excluded.sender != '' THEN excluded.sender ELSE sender END",
-                (key, message_id, sender, SEEN, now, now))
-            row = self._db.execute("SELECT attempts FROM messages WHERE key = ?", (key,)).fetchone()
+        with self._transaction():
+            row = self._one(self._BEGIN, (key, message_id, sender, SEEN, now, now))
         return int(row[0])
 
     def begin_attempts(self, keys: list[str]) -> dict[str, int]:
         """``begin_attempt`` for many keys in one transaction (one disk sync, not one each)."""
         now = self._clock()
         counts: dict[str, int] = {}
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for key in keys:
-                    self._db.execute(
-                        "INSERT INTO messages (key, state, attempts, first_seen, updated) "
-                        "VALUES (?, ?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                        "attempts = attempts + 1, updated = excluded.updated",
-                        (key, SEEN, now, now))
-                    row = self._db.execute("SELECT attempts FROM messages WHERE key = ?", (key,)).fetchone()
-                    counts[key] = int(row[0])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            for key in keys:
+                counts[key] = int(self._one(self._BEGIN, (key, "", "", SEEN, now, now))[0])
         return counts
 
     def release_attempts(self, keys: list[str]) -> None:
-        for key in keys:
-            self.release_attempt(key)
+        with self._transaction():
+            for key in keys:
+                self.release_attempt(key)
 
     def release_attempt(self, key: str) -> None:
         """Take back a try that failed for reasons outside the message (mail server down)."""
-        self._execute("UPDATE messages SET attempts = MAX(attempts - 1, 0), updated = ? "
-                      "WHERE key = ? AND state = ?", (self._clock(), key, SEEN))
+        self._count("UPDATE messages SET updated = ?, "
+                    "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
+                    "WHERE key = ? AND state = ?", (self._clock(), key, SEEN))
 
     def mark_answered(self, key: str, message_id: str = "", sender: str = "", reason: str = "") -> None:
         self._finish(key, ANSWERED, message_id, sender, reason)
@@ -183,20 +313,29 @@ class Ledger:
         self._finish(key, IGNORED, message_id, sender, reason)
 
     def _finish(self, key: str, state: str, message_id: str, sender: str, reason: str) -> None:
+        # The final state and the end of the reservation commit together: a
+        # worker waiting for this Message-ID sees the reservation gone only
+        # once the final state is there to see (``reserve``).
         now = self._clock()
-        self._execute(
-            "INSERT INTO messages (key, message_id, sender, state, attempts, reason, first_seen, updated) "
-            "VALUES (?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-            "state = excluded.state, reason = excluded.reason, updated = excluded.updated, "
-            "message_id = CASE WHEN excluded.message_id != '' THEN excluded.message_id ELSE message_id END, "
-            "sender = CASE WHEN excluded.sender != '' THEN excluded.sender ELSE sender END",
-            (key, message_id, sender, state, reason[:500], now, now))
+        with self._transaction():
+            self._count(_UPSERT_FINAL, (key, message_id, sender, state, reason[:500], now, now, self.worker))
+            self._count("DELETE FROM inflight WHERE key = ?", (key,))
+
+    def carry(self, old_key: str, new_key: str) -> None:
+        """The message ``old_key`` now sits at ``new_key`` (a claim went back to the
+        INBOX with a new UID): it keeps its state and its attempts there."""
+        # A rename: the old UID is gone for good (UIDs are never reused within a
+        # UIDVALIDITY), and one message keeps one record.
+        with self._transaction():
+            self._count("UPDATE messages SET key = ? WHERE key = ? "
+                        "AND NOT EXISTS (SELECT 1 FROM messages WHERE key = ?)", (new_key, old_key, new_key))
+            self._count("DELETE FROM inflight WHERE key = ?", (old_key,))
 
     # -- rate counting ------------------------------------------------------
 
     def note_event(self, sender: str, kind: str = "request") -> None:
-        self._execute("INSERT INTO events (sender, kind, at) VALUES (?, ?, ?)",
-                      (sender.lower(), kind, self._clock()))
+        self._count("INSERT INTO events (sender, kind, at) VALUES (?, ?, ?)",
+                    (sender.lower(), kind, self._clock()))
 
     def count_events(self, sender: str, window_s: float, kind: str = "request") -> int:
         row = self._one("SELECT COUNT(*) FROM events WHERE sender = ? AND kind = ? AND at > ?",
@@ -208,19 +347,361 @@ class Ledger:
                         (sender.lower(), kind))
         return row[0] if row and row[0] is not None else None
 
-    def prune(self) -> None:
-        """Forget old events and finished records, so the file stays small."""
+    def take_event(self, sender: str, kind: str, window_s: float, limit: int) -> bool:
+        """Record an event unless ``limit`` of them fell in the last ``window_s`` (0: no
+        limit); True when recorded. Count and record are one transaction, serialised
+        per sender, so workers sharing the ledger cannot pass the limit together."""
+        sender = sender.lower()
         now = self._clock()
-        self._execute("DELETE FROM events WHERE at < ?", (now - KEEP_EVENTS_S,))
-        self._execute("DELETE FROM messages WHERE updated < ? AND state IN (?, ?, ?)",
-                      (now - KEEP_RECORDS_S, *FINAL_STATES))
+        with self._transaction(lock=f"event:{sender}:{kind}"):
+            if limit:
+                row = self._one("SELECT COUNT(*) FROM events WHERE sender = ? AND kind = ? AND at > ?",
+                                (sender, kind, now - window_s))
+                if int(row[0]) >= limit:
+                    return False
+            self._count("INSERT INTO events (sender, kind, at) VALUES (?, ?, ?)", (sender, kind, now))
+        return True
 
-    # -- plumbing -----------------------------------------------------------
+    # -- Message-ID reservations --------------------------------------------
 
-    def _execute(self, sql: str, params: tuple) -> None:
+    def reserve(self, message_id: str, key: str, stale_before: float) -> str | None:
+        """Reserve ``message_id`` for answering from ``key``: None when it is ours now,
+        else the key another worker is answering it from.
+
+        A reservation is ours to take over when we made it (same key, same
+        worker), or when it was last renewed before ``stale_before`` (its
+        worker is gone: its lease ran out). Atomic: of workers racing for one
+        Message-ID exactly one gets it. It ends with the message's final state
+        (``_finish``) or its return to the INBOX (``carry``).
+        """
+        now = self._clock()
+        with self._transaction():
+            row = self._one(
+                "INSERT INTO inflight (message_id, key, worker, renewed) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(message_id) DO UPDATE SET key = excluded.key, worker = excluded.worker, "
+                "renewed = excluded.renewed WHERE (inflight.key = excluded.key "
+                "AND inflight.worker = excluded.worker) OR inflight.renewed < ? RETURNING key",
+                (message_id, key, self.worker, now, stale_before))
+            if row is not None:
+                return None
+            holder = self._one("SELECT key FROM inflight WHERE message_id = ?", (message_id,))
+        return holder[0] if holder else ""
+
+    def reservations(self) -> dict[str, tuple[str, str]]:
+        """Message-ID -> (key, worker) of the reservations held now."""
+        return {message_id: (key, worker) for message_id, key, worker
+                in self._rows("SELECT message_id, key, worker FROM inflight")}
+
+    def release_reservation(self, key: str) -> None:
+        self._count("DELETE FROM inflight WHERE key = ?", (key,))
+
+    # -- claims -------------------------------------------------------------
+
+    _CLAIM_COLUMNS = "key, worker, uidvalidity, uid, claimed, renewed"
+
+    def claim_keys(self, keys: list[str], limit: int, stale_before: float) -> list[str]:
+        """Claim up to ``limit`` of ``keys`` for this worker, in order; the keys won.
+
+        A key is won when no worker holds it, or its holder's lease was last
+        renewed before ``stale_before``. The primary key makes this exclusive:
+        of workers racing for one key exactly one wins (IMAP MOVE alone does
+        not: Dovecot answers concurrent MOVEs of one message each with a
+        COPYUID, and makes a copy for each).
+        """
+        won: list[str] = []
+        now = self._clock()
+        with self._transaction():
+            for key in keys:
+                if len(won) >= limit:
+                    break
+                row = self._one(
+                    "INSERT INTO claims (key, worker, claimed, renewed) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET worker = excluded.worker, claimed = excluded.claimed, "
+                    "renewed = excluded.renewed, uidvalidity = 0, uid = 0 "
+                    "WHERE claims.renewed < ? RETURNING key", (key, self.worker, now, now, stale_before))
+                if row is not None:
+                    won.append(key)
+        return won
+
+    def claimed_keys(self) -> set[str]:
+        return {row[0] for row in self._rows("SELECT key FROM claims")}
+
+    def place_claims(self, uidvalidity: int, placed: list[tuple[str, int]]) -> None:
+        """Our claimed requests now sit in the claims folder: (key, UID there) pairs."""
+        with self._transaction():
+            for key, uid in placed:
+                self._count("DELETE FROM claims WHERE uidvalidity = ? AND uid = ? AND key != ?",
+                            (uidvalidity, uid, key))  # noticed meanwhile by another worker
+                self._count("UPDATE claims SET uidvalidity = ?, uid = ? WHERE key = ? AND worker = ?",
+                            (uidvalidity, uid, key, self.worker))
+
+    def notice_claims(self, uidvalidity: int, uids: list[int]) -> None:
+        """Messages in the claims folder no claim names (a worker died between its
+        MOVE and its record): their lease starts now."""
+        now = self._clock()
+        with self._transaction():
+            for uid in uids:
+                self._count("INSERT INTO claims (key, uidvalidity, uid, claimed, renewed) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+                            (f"{NOTICED}{uidvalidity}:{uid}", uidvalidity, uid, now, now))
+
+    def hold_claim(self, key: str) -> bool:
+        """Renew this worker's lease on one claim; False when it is no longer ours."""
+        return self._count("UPDATE claims SET renewed = ? WHERE key = ? AND worker = ?",
+                           (self._clock(), key, self.worker)) == 1
+
+    def heartbeat(self) -> None:
+        """Renew every lease of this worker (claims and reservations) and say it lives."""
+        now = self._clock()
+        with self._transaction():
+            self._count("UPDATE claims SET renewed = ? WHERE worker = ?", (now, self.worker))
+            self._count("UPDATE inflight SET renewed = ? WHERE worker = ?", (now, self.worker))
+            self._count("INSERT INTO workers (id, started, seen) VALUES (?, ?, ?) "
+                        "ON CONFLICT(id) DO UPDATE SET seen = excluded.seen", (self.worker, now, now))
+
+    def expire_claims(self, renewed_before: float) -> list[Claim]:
+        """Take away the claims whose lease ran out (atomic: one worker gets each).
+        A noticed message that a live claim has named meanwhile is left alone."""
+        rows = self._rows(
+            "DELETE FROM claims WHERE renewed < ? AND NOT (key LIKE ? AND EXISTS "
+            "(SELECT 1 FROM claims AS named WHERE named.uidvalidity = claims.uidvalidity "
+            "AND named.uid = claims.uid AND named.key NOT LIKE ?)) "
+            f"RETURNING {self._CLAIM_COLUMNS}", (renewed_before, f"{NOTICED}%", f"{NOTICED}%"))
+        return [Claim(*row) for row in rows]
+
+    def end_claims(self, keys: list[str]) -> None:
+        """These claims are over (deleted, set aside or given back by their worker)."""
+        with self._transaction():
+            for key in keys:
+                self._count("DELETE FROM claims WHERE key = ?", (key,))
+
+    def claims(self) -> list[Claim]:
+        rows = self._rows(f"SELECT {self._CLAIM_COLUMNS} FROM claims ORDER BY claimed")
+        return [Claim(*row) for row in rows]
+
+    def workers_seen(self, since: float) -> dict[str, float]:
+        """Worker -> when it last renewed its leases, for those seen since ``since``."""
+        return dict(self._rows("SELECT id, seen FROM workers WHERE seen >= ? ORDER BY started", (since,)))
+
+    def prune(self) -> None:
+        """Forget old events, finished records and long-gone workers, so the ledger stays small."""
+        now = self._clock()
+        with self._transaction(lock=SCHEMA_LOCK):  # not while another worker creates the tables
+            self._count("DELETE FROM events WHERE at < ?", (now - KEEP_EVENTS_S,))
+            self._count("DELETE FROM messages WHERE updated < ? AND state IN (?, ?, ?)",
+                        (now - KEEP_RECORDS_S, *FINAL_STATES))
+            self._count("DELETE FROM workers WHERE seen < ?", (now - KEEP_WORKERS_S,))
+
+
+# -- SQLite -------------------------------------------------------------------
+
+class SqliteLedger(Ledger):
+    """One SQLite file, shared by the processes of one machine (WAL, synchronous=FULL)."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, clock=time.time):
+        super().__init__(clock)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit (isolation_level=None): every statement outside _transaction
+        # is its own transaction, durable when it returns. timeout: how long a
+        # writer waits for another process's write lock (busy_timeout).
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
+                                   check_same_thread=False)
+        self._depth = 0
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        if not self._schema_ready():  # else no write lock at all: readers open freely
+            with self._transaction():
+                for statement in _SCHEMA.format(real="REAL", bigint="INTEGER").split(";"):
+                    self._db.execute(statement)
+                if not self._schema_ready():
+                    self._db.execute(f"ALTER TABLE messages ADD COLUMN {_WORKER_COLUMN}")
+
+    def _schema_ready(self) -> bool:
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        return {"messages", "events", "claims", "inflight", "workers"} <= tables and "worker" in columns
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    def close(self) -> None:
         with self._lock:
-            self._db.execute(sql, params)
+            self._db.close()
 
-    def _one(self, sql: str, params: tuple):
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            return self._db.execute(sql, params).fetchone()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:  # locked past the busy timeout, disk I/O
+                raise TransientError(f"ledger {self.path}: {exc}") from None
+
+    def _count(self, sql: str, params: tuple = ()) -> int:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).rowcount
+            except sqlite3.OperationalError as exc:
+                raise TransientError(f"ledger {self.path}: {exc}") from None
+
+    @contextmanager
+    def _transaction(self, lock: str | None = None):
+        # SQLite has one writer at a time: BEGIN IMMEDIATE takes the write lock
+        # at once (waiting up to the busy timeout), so a transaction's reads and
+        # writes see no other writer in between; ``lock`` needs nothing more.
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise TransientError(f"ledger {self.path}: {exc}") from None
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._db.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._db.execute("COMMIT")
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+class PostgresLedger(Ledger):
+    """A PostgreSQL database (psycopg 3), shared by workers on any number of machines.
+
+    Autocommit: every statement outside ``_transaction`` commits on its own;
+    with PostgreSQL's default ``synchronous_commit = on`` a commit is on the
+    server's disk when it returns. A lost connection raises ``TransientError``
+    and is reopened by the next call.
+    """
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, password: str | None = None, clock=time.time, connect_timeout: int = 10):
+        super().__init__(clock)
+        self.url, self._password, self._connect_timeout = url, password, connect_timeout
+        self._conn = None
+        if not self._schema_ready():  # else no table lock at all
+            with self._transaction(lock=SCHEMA_LOCK):
+                for statement in _SCHEMA.format(real="DOUBLE PRECISION", bigint="BIGINT").split(";"):
+                    self._count(statement)
+                self._count(f"ALTER TABLE messages ADD COLUMN IF NOT EXISTS {_WORKER_COLUMN}")
+
+    def _schema_ready(self) -> bool:
+        row = self._one("SELECT to_regclass('workers') IS NOT NULL AND EXISTS (SELECT 1 FROM "
+                        "information_schema.columns WHERE table_schema = current_schema() "
+                        "AND table_name = 'messages' AND column_name = 'worker')")
+        return bool(row and row[0])
+
+    def describe(self) -> str:
+        return self.url
+
+    def _connection(self):
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self._conn = None
+        try:
+            self._conn = psycopg.connect(self.url, password=self._password, autocommit=True,
+                                         connect_timeout=self._connect_timeout,
+                                         application_name="animalid-server")
+        except psycopg.OperationalError as exc:
+            text = " ".join(str(exc).split())
+            if "authentication failed" in text or "no password supplied" in text:
+                raise AuthError(f"ledger {self.url} refused the login ({text})") from None
+            raise UnreachableError(f"ledger {self.url}: cannot connect ({text})") from None
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _execute(self, sql: str, params: tuple):
+        import psycopg
+
+        with self._lock:
+            conn = self._connection()
+            try:
+                cursor = conn.execute(sql.replace("%", "%%").replace("?", "%s"), params, prepare=False)
+                return cursor.fetchall() if cursor.description else [], cursor.rowcount
+            except psycopg.OperationalError as exc:  # connection lost, server restarting
+                if not self._in_transaction:
+                    self._conn = None
+                raise TransientError(f"ledger {self.url}: {' '.join(str(exc).split())}") from None
+
+    _in_transaction = False
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._execute(sql, params)[0]
+
+    def _count(self, sql: str, params: tuple = ()) -> int:
+        return self._execute(sql, params)[1]
+
+    @contextmanager
+    def _transaction(self, lock: str | None = None):
+        import psycopg
+
+        with self._lock:
+            if self._in_transaction:
+                yield
+                return
+            conn = self._connection()
+            self._in_transaction = True
+            try:
+                with conn.transaction():
+                    if lock:
+                        # Two workers checking then writing the same sender's events
+                        # take turns (READ COMMITTED alone would let both pass).
+                        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))
+                    yield
+            except psycopg.OperationalError as exc:
+                self._conn = None
+                raise TransientError(f"ledger {self.url}: {' '.join(str(exc).split())}") from None
+            finally:
+                self._in_transaction = False
+
+
+# -- choosing one ---------------------------------------------------------------
+
+def open_ledger(config: Config) -> Ledger:
+    """The ledger ``[server] ledger`` names: empty for SQLite at ``state_file``, or a
+    ``postgresql://user@host[:port]/database`` URL (password from ``ledger_password_env``
+    or ``ledger_password_command``, never in the URL)."""
+    section = config.section("server")
+    url = section.get("ledger", "")
+    if not url:
+        return SqliteLedger(section.get_path("state_file"))
+    parts = urlsplit(url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise section.error("ledger", "not a postgresql://user@host/database URL "
+                                      "(leave it empty for the SQLite state_file)")
+    if parts.password is not None or "password" in parts.query.lower():
+        raise section.error("ledger", "a password does not go in the URL: name where it comes from "
+                                      "with ledger_password_env or ledger_password_command")
+    if not parts.path.strip("/"):
+        raise section.error("ledger", "the URL names no database (postgresql://user@host/DATABASE)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise section.error("ledger", "PostgreSQL needs psycopg: pip install 'psycopg[binary]' "
+                                      "(see requirements.txt)") from None
+    password = section.get_secret("ledger_password", required=False)
+    return PostgresLedger(url, password)
+
+
+def ledger_where(config: Config) -> str:
+    """What ``open_ledger`` would open, for messages (no password: the URL has none)."""
+    section = config.section("server")
+    return section.get("ledger", "") or f"sqlite:{section.get_path('state_file')}"

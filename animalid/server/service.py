@@ -14,8 +14,16 @@ A message whose handling fails ``max_attempts`` times (counted before each
 try, so crashes count) is set aside -- moved to the failed folder on IMAP,
 recorded on POP3 -- and its sender is told. Transient trouble (a mail server
 down) is retried with capped exponential backoff and does not count as an
-attempt. One server per mailbox: a lock file (fcntl.flock) beside the state
-file. Each handled message gives one log line: id, sender, action, reason.
+attempt. Each handled message gives one log line: id, sender, action, reason.
+
+Several servers may share one IMAP mailbox (claims.py): each claims requests
+in the shared ledger, moves them into a claims folder (RFC 6851 UID MOVE,
+RFC 4315 COPYUID), answers only those, and keeps a lease on them; a dead
+worker's claims return to the INBOX when its lease runs out.
+Message-ID reservations, attempt counts and rate limits live in that ledger,
+so they hold across workers. POP3 has no atomic claim: with receive = pop3
+(or an IMAP server without MOVE and UIDPLUS) one server per mailbox, held to
+that by a lock file (fcntl.flock) beside the state file.
 
 With ``[security]`` keys (protection.py) a request must be signed and/or
 encrypted with them: one that fails is refused with a log line and kept in
@@ -37,7 +45,8 @@ from pathlib import Path
 
 from animalid.config import Config
 from animalid.errors import AnimalIdError, PermanentError, TransientError
-from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
+from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
+from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger, open_ledger
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
 from animalid.mail.messages import (Incoming, Limits, build_reply, clean_text, error_answers,
                        parse_headers_only, parse_incoming)
@@ -53,6 +62,12 @@ MAX_MESSAGES_PER_PASS = 64
 MAX_BYTES_PER_PASS = 200_000_000
 WAIT_SLICE_S = 0.5  # how often a waiting server looks at its stop flag
 SEND_ATTEMPTS = 3
+RETRY_HELD_S = 1.0  # a worker holding claims it could not finish looks again this soon
+POP3_ALONE = ("; with receive = pop3 only one server may watch a mailbox: POP3 cannot claim a "
+              "message atomically (it has no MOVE), so two servers would answer the same requests "
+              "(use receive = imap to run several servers)")
+NO_CLAIMS_ALONE = ("; this IMAP server lacks MOVE or UIDPLUS (RFC 6851, RFC 4315), which servers "
+                   "need to claim requests, so only one server may watch this mailbox")
 
 
 # -- settings ---------------------------------------------------------------
@@ -102,6 +117,9 @@ class ServerSettings:
     max_image_pixels: int
     allowed: AllowedSenders
     protection: Protection = field(default_factory=Protection)
+    display_name: str = ""  # in the From of replies: "Animal ID <server@...>"
+    claims_folder: str = "animalid-claims"
+    claim_lease: float = 60.0
 
     @classmethod
     def from_config(cls, config: Config, receive: str | None = None) -> "ServerSettings":
@@ -119,6 +137,9 @@ class ServerSettings:
             max_image_pixels=section.get_int("max_image_pixels", minimum=1),
             allowed=AllowedSenders.from_config(config),
             protection=Protection.from_config(config),
+            display_name=section.get("display_name", ""),
+            claims_folder=_claims_folder(config),
+            claim_lease=section.get_float("claim_lease", minimum=1.0, maximum=86400.0),
         )
 
 
@@ -129,6 +150,7 @@ class Verdict(enum.Enum):
     REMOVE = "remove"  # finished (answered before, or refused with a notice): delete it
     KEEP = "keep"  # leave it in the mailbox (ignored, refused; the ledger remembers)
     SET_ASIDE = "set-aside"  # failed too often: already moved to the failed folder
+    WAIT = "wait"  # another worker is answering the same Message-ID: look again later
 
 
 @dataclass
@@ -148,30 +170,40 @@ class PassStats:
     ignored: int = 0
     refused: int = 0
     set_aside: int = 0
+    waiting: int = 0  # copies waiting for another key of their Message-ID
     more_waiting: bool = False
 
 
 # -- the lock ---------------------------------------------------------------
 
 class MailboxLock:
-    """An exclusive flock beside the state file: one server per mailbox."""
+    """A flock beside the state file: exclusive for a server that cannot share its
+    mailbox (POP3), shared by servers that claim (IMAP), so the two kinds never
+    run together on one machine."""
 
     def __init__(self, state_file: Path):
         self.path = Path(str(state_file) + ".lock")
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, shared: bool = False, why: str = "") -> None:
+        if self._fd is not None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            other = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
-            raise PermanentError(f"another server (pid {other}) is already watching this "
-                                 f"mailbox (lock {self.path})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            if shared:
+                raise PermanentError(f"a server that cannot share this mailbox (pid {other or '?'}, "
+                                     f"receive = pop3) is already watching it (lock {self.path}); "
+                                     "stop it, or switch it to receive = imap") from None
+            who = f"another server (pid {other}) is" if other else "other servers are"
+            raise PermanentError(f"{who} already watching this mailbox (lock {self.path}){why}") from None
+        if not shared:  # the pid of the one server; shared holders are many
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:
@@ -193,6 +225,8 @@ class Server:
         self.sender = SmtpSender.from_config(config, "server")
         self.ledger: Ledger | None = None
         self._lock = MailboxLock(self.settings.state_file)
+        self.worker = new_worker_id()
+        self.claims: Claims | None = None  # set when the mailbox is shared (IMAP MOVE + UIDPLUS)
         self.stop_event = threading.Event()
         self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
         self.handled = 0
@@ -200,21 +234,51 @@ class Server:
     # -- lifecycle ----------------------------------------------------------
 
     def open(self) -> "Server":
-        self._lock.acquire()
+        alone = self.settings.receive != "imap"
+        if alone:  # known before logging in: a second POP3 server stops here
+            self._lock.acquire(why=POP3_ALONE)
         try:
-            self.ledger = Ledger(self.settings.state_file)
+            self.ledger = open_ledger(self.config)
+            self.ledger.worker = self.worker
             self.ledger.prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
             self.mailbox.verify_login()
             self.sender.verify_login()
+            if not alone:
+                self._share_or_lock()
             self.classifier  # load the model before the first mail, not during it
         except BaseException:
             self.close()
             raise
         return self
 
+    def _share_or_lock(self) -> None:
+        if not self.mailbox.supports_claims():
+            self._lock.acquire(why=NO_CLAIMS_ALONE)
+            log.warning("%s has no MOVE or UIDPLUS: this server cannot share the mailbox",
+                        self.mailbox.endpoint.where)
+            return
+        self._lock.acquire(shared=True)
+        settings = self.settings
+        self.claims = Claims(self.mailbox, self.ledger, settings.claims_folder, settings.claim_lease,
+                             self.worker)
+        self.claims.beat()  # claims of a worker that died before we started go back now
+        self.claims.start_heartbeat()
+
     def close(self) -> None:
+        if self.claims is not None and self.claims.held:
+            # Stopping (SIGTERM, --once): what we hold goes back to the queue now
+            # rather than waiting out its lease.
+            try:
+                count = len(self.claims.held)
+                self.claims.give_back(self.claims.held_refs())
+                log.info("gave %d claim(s) back to the queue", count)
+            except AnimalIdError as exc:
+                log.warning("could not give claims back (they return after the lease): %s", exc)
+        if self.claims is not None:
+            self.claims.stop_heartbeat()
+            self.claims = None
         for closer in (self.mailbox.close, self.sender.close):
             try:
                 closer()
@@ -246,8 +310,9 @@ class Server:
         """Serve until stop() (or, with ``once``, until what is waiting is handled)."""
         if self.ledger is None:
             self.open()
-        log.info("watching %s for %s by %s", self.mailbox.endpoint.where, self.settings.address,
-                 self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling"))
+        log.info("watching %s for %s by %s%s", self.mailbox.endpoint.where, self.settings.address,
+                 self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling"),
+                 self._sharing())
         failures = 0
         while not self.stop_event.is_set():
             try:
@@ -257,7 +322,7 @@ class Server:
                     continue
                 if once:
                     return
-                self._wait_for_mail()
+                self._wait_for_mail(soon=bool(stats.waiting or (self.claims and self.claims.held)))
             except TransientError as exc:
                 # A dropped connection or a server restarting: reconnect with
                 # capped backoff (the mailbox reopens on its next call).
@@ -268,9 +333,23 @@ class Server:
                 log.warning("%s; trying again in %.0f s", exc, delay)
                 self.stop_event.wait(delay)
 
-    def _wait_for_mail(self) -> None:
+    def _sharing(self) -> str:
+        if self.claims is None:
+            return " (the only server on this mailbox)"
+        return (f" as worker {self.worker}, sharing the mailbox (claims in {self.claims.folder}, "
+                f"lease {self.claims.lease:g} s, ledger {self.ledger.describe()})")
+
+    def _wait_for_mail(self, soon: bool = False) -> None:
+        """Until new mail may be there, or (sharing) the next lease beat is due, or with
+        ``soon`` the claims we still hold are worth another look."""
+        deadline = time.monotonic() + (RETRY_HELD_S if soon else float("inf"))
         while not self.stop_event.is_set():
-            if self.mailbox.wait(WAIT_SLICE_S):
+            if self.claims is not None:
+                deadline = min(deadline, time.monotonic() + self.claims.seconds_to_beat())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self.mailbox.wait(min(WAIT_SLICE_S, remaining)):
                 return
 
     # -- one pass -----------------------------------------------------------
@@ -279,6 +358,9 @@ class Server:
         """Handle everything in the mailbox now; returns what was done."""
         stats = PassStats()
         try:
+            if self.claims is not None:
+                self._handle_claimed(stats)
+                return stats
             refs = self.mailbox.list()
             new_refs = self._skip_finished(refs)
             batch = self._take_batch(self.mailbox.with_sizes(new_refs[:MAX_MESSAGES_PER_PASS]),
@@ -290,6 +372,45 @@ class Server:
         finally:
             self._end_pass_quietly()
         return stats
+
+    def _handle_claimed(self, stats: PassStats) -> None:
+        """One pass of a worker sharing the mailbox: claim a few requests, then work on
+        everything it holds (those, and any it could not finish before)."""
+        claims = self.claims
+        claims.progress()
+        claims.beat_if_due()
+        new_refs = self._skip_finished(self.mailbox.list())
+        room = max(0, CLAIM_BATCH - len(claims.held))
+        won = claims.take(new_refs, room) if room and new_refs else []
+        # More waits and we are not starved: look again at once.
+        stats.more_waiting = bool(won) and len(new_refs) > len(won)
+        batch = self._settle_finished_claims(claims.held_refs())
+        if batch:
+            self._handle_batch(batch, stats)
+            self.mailbox.expect_more()
+
+    def _settle_finished_claims(self, held: list[MailRef]) -> list[MailRef]:
+        """Claims already final in the ledger (a step after RECORD failed): finish the
+        step; the rest, to work on."""
+        finals = self.ledger.known_final_keys([ref.key for ref in held])
+        if not finals:
+            return held
+        state = {ref.key: finals[ref.key].state for ref in held if ref.key in finals}
+        answered = [ref for ref in held if state.get(ref.key) == ANSWERED]
+        aside = [ref for ref in held if state.get(ref.key) == SET_ASIDE]
+        if answered:
+            self._remove_answered(answered)
+        if aside:
+            self.mailbox.set_aside(aside, self.settings.failed_folder)
+            self.claims.finished(aside)
+        self.claims.give_back([ref for ref in held if state.get(ref.key) == IGNORED])
+        return [ref for ref in held if ref.key not in finals]
+
+    def _stale_before(self) -> float:
+        """Reservations of other workers renewed before this are theirs no more."""
+        if self.claims is None:
+            return time.time() + 1e9  # alone on the mailbox: any other worker is gone
+        return time.time() - self.claims.lease
 
     def _end_pass_quietly(self) -> None:
         try:
@@ -337,10 +458,13 @@ class Server:
         headers = self.mailbox.fetch_headers(too_large) if too_large else {}
         jobs: list[Job] = []
         done: list[MailRef] = []
+        keep: list[MailRef] = []
         ids_in_pass: set[str] = set()
         for ref in refs:
             content = contents.get(ref.key)
             if content is None and ref.key not in headers:
+                if self.claims is not None:
+                    self.claims.forget([ref])
                 continue  # removed by someone else meanwhile
             incoming = self._read(ref, content, headers.get(ref.key))
             if incoming is None:
@@ -361,11 +485,18 @@ class Server:
                 jobs.append(job)
             elif verdict is Verdict.REMOVE:
                 done.append(ref)
+            elif verdict is Verdict.KEEP:
+                keep.append(ref)
+            elif verdict is Verdict.WAIT:
+                self.ledger.release_attempt(ref.key)  # waiting is not a failed try
+                stats.waiting += 1
         if jobs:
             self._classify(jobs)
             done += self._answer(jobs, stats)
         if done:
             self._remove_answered(done)
+        if keep and self.claims is not None:
+            self.claims.give_back(keep)  # left in the mailbox: back to the INBOX
 
     def _read(self, ref: MailRef, content, header_bytes) -> Incoming | None:
         own = [self.settings.address]
@@ -384,6 +515,13 @@ class Server:
         ref, incoming = job.ref, job.incoming
         ledger, settings = self.ledger, self.settings
         message_id, sender = incoming.message_id, incoming.sender
+        if message_id:
+            # Reserve first, then look for a final state: a worker that finishes
+            # this Message-ID drops its reservation in the same transaction.
+            holder = ledger.reserve(message_id, ref.key, self._stale_before())
+            if holder is not None:
+                log.debug("%s: %s is being answered from %s; waiting", ref.key, message_id, holder)
+                return Verdict.WAIT
         earlier = ledger.final_by_message_id(message_id)
         if earlier is not None and earlier.key != ref.key:
             # The same mail under a new key: Gmail POP3, or a new UIDVALIDITY.
@@ -413,15 +551,17 @@ class Server:
             self._set_aside(job, f"failed {job.attempts - 1} times", tell_sender=True)
             stats.set_aside += 1
             return Verdict.SET_ASIDE
-        ledger.note_event(sender)
+        if not ledger.take_event(sender, "request", RATE_WINDOW_S, settings.rate_limit_per_hour):
+            # Another worker took this sender's last request of the hour meanwhile.
+            self._refuse_over_rate(job)
+            stats.refused += 1
+            return Verdict.REMOVE
         return Verdict.WORK
 
     def _refuse_over_rate(self, job: Job) -> None:
         limit = self.settings.rate_limit_per_hour
         reason = f"rate limit: more than {limit} requests in an hour"
-        last_notice = self.ledger.last_event(job.incoming.sender, "rate-notice")
-        if last_notice is None or time.time() - last_notice > RATE_WINDOW_S:
-            self.ledger.note_event(job.incoming.sender, "rate-notice")
+        if self.ledger.take_event(job.incoming.sender, "rate-notice", RATE_WINDOW_S, 1):
             text = (f"You have sent more than {limit} requests in the last hour; "
                     "this one was not processed. Please try again later.")
             self._send_notice(job, error_answers(job.incoming, text))
@@ -436,9 +576,7 @@ class Server:
         """
         reason = f"security check failed: {job.incoming.protection_problem}"
         if self.settings.protection.notify_failures:
-            last_notice = self.ledger.last_event(job.incoming.sender, "security-notice")
-            if last_notice is None or time.time() - last_notice > RATE_WINDOW_S:
-                self.ledger.note_event(job.incoming.sender, "security-notice")
+            if self.ledger.take_event(job.incoming.sender, "security-notice", RATE_WINDOW_S, 1):
                 text = (f"Your request was not processed: {job.incoming.protection_problem}. "
                         "Check that client and server share the same [security] keys.")
                 # Signed but not sealed: the sender may lack the key to open it.
@@ -454,6 +592,8 @@ class Server:
             self._send_notice(job, error_answers(job.incoming, text))
         try:
             self.mailbox.set_aside([job.ref], self.settings.failed_folder)
+            if self.claims is not None:
+                self.claims.finished([job.ref])
         except TransientError as exc:
             log.warning("%s: could not move to %s: %s", job.ref.key, self.settings.failed_folder, exc)
         self.ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
@@ -463,6 +603,8 @@ class Server:
         reason = "the message cannot be parsed"
         try:
             self.mailbox.set_aside([ref], self.settings.failed_folder)
+            if self.claims is not None:
+                self.claims.finished([ref])
         except TransientError as exc:
             log.warning("%s: could not move to %s: %s", ref.key, self.settings.failed_folder, exc)
         self.ledger.mark_set_aside(ref.key, reason=reason)
@@ -473,7 +615,7 @@ class Server:
         protection = self.settings.protection if protection is None else protection
         try:
             self._send(build_reply(job.incoming, self.settings.address, answers,
-                                   protection=protection))
+                                   protection=protection, display_name=self.settings.display_name))
         except MessageRejected as exc:
             log.warning("%s: could not tell %s: %s", job.incoming.message_id or job.ref.key,
                         job.incoming.sender, exc)
@@ -496,6 +638,8 @@ class Server:
         retries = [job for job in jobs if job.attempts > 1]
         groups = ([first_tries] if first_tries else []) + [[job] for job in retries]
         for group in groups:
+            if self.claims is not None:
+                self.claims.progress()
             try:
                 self._classify_group(group)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
@@ -537,12 +681,15 @@ class Server:
         for job in jobs:
             if job.answers is None:  # classifier failed: leave it for the next pass
                 continue
+            if self.claims is not None and not self.claims.still_ours(job.ref):
+                continue  # our lease ran out and another worker has it: do not send
             incoming = job.incoming
             note = "\n".join(incoming.problems)
             answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
                                                    else "no image found in the message")
             reply = build_reply(incoming, self.settings.address, answers, note=note,
-                                protection=self.settings.protection)
+                                protection=self.settings.protection,
+                                display_name=self.settings.display_name)
             try:
                 self._send(reply)
             except MessageRejected as exc:
@@ -552,7 +699,7 @@ class Server:
             self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender)
             stats.answered += 1
             self.handled += 1
-            self._log(job, "answered", f"{_count(answers, 'image')}, {time.monotonic() - job.started:.2f} s")
+            self._log(job, *outcome(answers, incoming.skipped, time.monotonic() - job.started))
             answered.append(job.ref)
         return answered
 
@@ -566,6 +713,8 @@ class Server:
             self.mailbox.set_aside(refs, self.settings.answered_folder)
         else:
             self.mailbox.delete(refs)
+        if self.claims is not None:
+            self.claims.finished(refs)
 
     @staticmethod
     def _log(job: Job, action: str, reason: str) -> None:
@@ -574,8 +723,36 @@ class Server:
                  incoming.sender or "(no sender)", action, reason)
 
 
+def _claims_folder(config: Config) -> str:
+    """[server] claims_folder, checked against the folders it must not be."""
+    section = config.section("server")
+    folder = section.get("claims_folder")
+    others = {"[imap] folder": config.section("imap").get("folder"),
+              "[server] failed_folder": section.get("failed_folder"),
+              "[server] answered_folder": section.get("answered_folder", "")}
+    for name, other in others.items():
+        if other and other.lower() == folder.lower():
+            raise section.error("claims_folder", f"{folder!r} is also {name}; claims need a folder "
+                                                 "of their own")
+    return folder
+
+
 def _count(items: list, noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def outcome(answers: list[dict], skipped: list[str], seconds: float) -> tuple[str, str]:
+    """The action and reason of an answered message's log line, saying what the answer holds:
+    "answered (2 images, 0.41 s)", "answered with errors (1 of 2 images failed, 0.41 s)",
+    "answered with errors (no image: <why>, 0.02 s)"; skipped decorations are counted."""
+    failed = [answer for answer in answers if "error" in answer]
+    extra = f", {_count(skipped, 'decoration')} skipped" if skipped else ""
+    if not failed:
+        return "answered", f"{_count(answers, 'image')}{extra}, {seconds:.2f} s"
+    if len(answers) == 1 and answers[0].get("file") == "(message)":
+        return "answered with errors", f"no image: {clean_text(answers[0]['error'], 120)}, {seconds:.2f} s"
+    return "answered with errors", (f"{len(failed)} of {_count(answers, 'image')} failed{extra}, "
+                                    f"{seconds:.2f} s")
 
 
 @contextmanager

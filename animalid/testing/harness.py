@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import signal
 import smtplib
 import sqlite3
@@ -24,8 +25,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from animalid.config import load_config
-from animalid.server.ledger import Ledger
-from animalid.mail.mailbox import open_mailbox
+from animalid.server.ledger import Ledger, open_ledger
+from animalid.mail.mailbox import MailRef, open_mailbox
 from animalid.mail.headers import message_ids
 from animalid.mail.messages import parse_bytes
 from animalid.server.service import Server, serving_in_background
@@ -46,10 +47,11 @@ def photo(name: str) -> bytes:
 def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3",
                 server_receive: str = "pop3", client_password: str | None = None,
                 security_settings: dict | None = None, name: str | None = None,
-                **server_settings) -> Path:
+                classifier_settings: dict | None = None, **server_settings) -> Path:
     """A config.ini for this hub: the repository's file with ports, secrets and paths filled in.
 
-    ``security_settings`` fills in [security] (protection.py); ``name`` picks the file name.
+    ``security_settings`` fills in [security] (protection.py), ``classifier_settings``
+    [classifier]; ``name`` picks the file name.
     """
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
     parser.read(ROOT / "config.ini")
@@ -73,6 +75,8 @@ def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3
         parser["classifier"][key] = str((ROOT / parser["classifier"][key]).resolve())
     if security_settings:
         parser["security"].update({key: str(value) for key, value in security_settings.items()})
+    if classifier_settings:
+        parser["classifier"].update({key: str(value) for key, value in classifier_settings.items()})
     path = folder / (name or f"config-{client}-{receive}.ini")
     with open(path, "w", encoding="utf-8") as handle:
         parser.write(handle)
@@ -94,9 +98,20 @@ def mailbox_messages(config_path: Path, role: str) -> list[bytes]:
         return [data for data in box.fetch(refs, 50_000_000).values()]
 
 
-def empty_mailbox(config_path: Path, role: str) -> None:
+def empty_mailbox(config_path: Path, role: str, folder: str | None = None) -> None:
+    """Delete every message in a role's INBOX (or ``folder``, when it exists)."""
     with open_mailbox(load_config(config_path), role, "imap") as box:
-        box.delete(box.list())
+        if folder is None:
+            box.delete(box.list())
+            return
+        _, uids = box.list_folder(folder, create=False)
+        box.delete([MailRef(key=f"{folder}:{uid}", handle=uid, folder=folder) for uid in uids])
+
+
+def folder_count(config_path: Path, role: str, folder: str) -> int:
+    """How many messages a role's ``folder`` holds (0 when it does not exist)."""
+    with open_mailbox(load_config(config_path), role, "imap") as box:
+        return len(box.list_folder(folder, create=False)[1])
 
 
 def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
@@ -110,10 +125,11 @@ def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
 
 
 def ledger_state(config_path: Path, message_id: str) -> str | None:
-    state_file = load_config(config_path).section("server").get_path("state_file")
-    if not state_file.exists():
+    config = load_config(config_path)
+    state_file = config.section("server").get_path("state_file")
+    if not config.section("server").has("ledger") and not state_file.exists():
         return None
-    with Ledger(state_file) as ledger:
+    with open_ledger(config) as ledger:
         record = ledger.final_by_message_id(message_id)
         return record.state if record else None
 
@@ -178,23 +194,40 @@ class ServerProcess:
         self.starts = 0
         self.exit_codes: list[int] = []  # of runs that ended, in order
 
-    def start(self, ready_timeout: float = 180.0) -> "ServerProcess":
-        """Start server.py; returns once it watches the mailbox (the model is loaded)."""
+    def start(self, ready_timeout: float = 180.0, wait: bool = True) -> "ServerProcess":
+        """Start server.py; returns once it watches the mailbox (the model is loaded).
+        With ``wait=False`` it returns at once: call ``wait_started`` (several
+        servers then load their models side by side)."""
         args = [sys.executable, str(ROOT / "server.py"), "--config", str(self.config_path)]
         if self.receive:
             args += ["--receive", self.receive]
-        already = self.log_text().count(" watching ")
+        self._already = self.log_text().count(" watching ")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log)
         self.starts += 1
-        wait_for(lambda: self.log_text().count(" watching ") > already or not self.alive(),
+        if wait:
+            self.wait_started(ready_timeout)
+        return self
+
+    def wait_started(self, ready_timeout: float = 180.0) -> "ServerProcess":
+        wait_for(lambda: self.log_text().count(" watching ") > self._already or not self.alive(),
                  timeout=ready_timeout, what="server.py to start watching")
         assert self.alive(), f"server.py exited at start:\n{self.log_text()[-3000:]}"
         return self
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def worker_id(self) -> str:
+        """The worker id of the latest run ("as worker host:pid:xxxx" in its log), or ""."""
+        ids = re.findall(r" as worker (\S+?),", self.log_text())
+        return ids[-1] if ids else ""
+
+    def signal(self, signum: int) -> None:
+        """SIGSTOP / SIGCONT and the like, to hold a worker still mid-work."""
+        self.proc.send_signal(signum)
 
     @property
     def pid(self) -> int:
@@ -253,6 +286,8 @@ def state_file_of(config_path: Path) -> Path:
 
 def ledger_states(config_path: Path) -> dict[str, str]:
     """Message-ID -> final state, read-only (the server may be writing meanwhile)."""
+    if load_config(config_path).section("server").has("ledger"):
+        return {message_id: state for message_id, (state, _) in ledger_records(config_path).items()}
     path = state_file_of(config_path)
     if not path.exists():
         return {}
@@ -263,6 +298,28 @@ def ledger_states(config_path: Path) -> dict[str, str]:
     finally:
         db.close()
     return dict(rows)
+
+
+def ledger_records(config_path: Path) -> dict[str, tuple[str, str]]:
+    """Message-ID -> (final state, the worker that reached it), from the configured ledger
+    (SQLite or PostgreSQL)."""
+    config = load_config(config_path)
+    if not config.section("server").has("ledger") and not state_file_of(config_path).exists():
+        return {}
+    with open_ledger(config) as ledger:
+        return ledger.final_states()
+
+
+def ledger_reservations(config_path: Path) -> dict[str, tuple[str, str]]:
+    """Message-ID -> (key, worker) being answered now."""
+    with open_ledger(load_config(config_path)) as ledger:
+        return ledger.reservations()
+
+
+def ledger_claims(config_path: Path) -> list:
+    """The claims the ledger records (``ledger.Claim``), oldest first."""
+    with open_ledger(load_config(config_path)) as ledger:
+        return ledger.claims()
 
 
 def replies_by_request(config_path: Path, role: str = "client",
@@ -338,3 +395,112 @@ def deliver_lmtp(hub, raw: bytes, recipient: str, mail_from: str) -> None:
 def to_crlf(raw: bytes) -> bytes:
     """Line ends as they travel over SMTP (RFC 5321 section 2.3.8)."""
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+# -- third-party mail clients: Debian's swaks, neomutt and fetchmail ---------------------
+# The tests drive real mail programs against the hub as a person's would be, each one
+# verifying the hub's certificate against its CA (hub.ca_file) and reaching it as
+# "localhost", the name config.ini uses. Passwords travel on standard input (swaks's
+# prompt: its option parser refuses values that start with "-", which generated
+# passwords may) or in 0600 files (neomutt, fetchmail), never on a command line.
+
+def require_tool(name: str) -> str:
+    """The path of a Debian mail tool, or a failure that says how to install it."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(f"{name} is not installed: run `make install` (Makefile APT_PACKAGES)")
+    return path
+
+
+def hub_secret(hub, account: str) -> str:
+    return (Path(hub.state) / "secrets" / account.partition("@")[0]).read_text()
+
+
+def swaks_send(hub, sender: str, attachments=(), data: bytes | None = None,
+               subject: str = "What animal is this?", body: str = "What animal is this?\n",
+               recipient: str | None = None, ca_file: Path | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    """Submit with swaks over STARTTLS and AUTH PLAIN, verifying the hub's certificate.
+
+    ``attachments``: (path, MIME type or None for swaks's application/octet-stream,
+    file name, or "" for none, or None for the file's own name). ``data``: a whole
+    message (headers and body) to send as it is instead.
+    """
+    import tempfile
+
+    args = [require_tool("swaks"), "--silent", "2", "--server", f"localhost:{hub.ports['submission']}",
+            "--tls", "--tls-verify", "--tls-ca-path", str(ca_file or hub.ca_file),
+            "--auth", "PLAIN", "--auth-user", sender, "--auth-hide-password", "--auth-password",
+            "--from", sender, "--to", recipient or hub.server]
+    message_file = None
+    if data is not None:
+        with tempfile.NamedTemporaryFile("wb", suffix=".eml", delete=False) as handle:
+            handle.write(data)
+        message_file = Path(handle.name)
+        args += ["--data", f"@{message_file}"]
+    else:
+        args += ["--h-Subject", subject, "--body", body]
+        for path, content_type, name in attachments:
+            args += ["--attach-type", content_type or "application/octet-stream"]
+            if name == "":
+                args += ["--attach-name"]  # no argument: no file name at all
+            elif name is not None:
+                args += ["--attach-name", name]
+            args += ["--attach", f"@{path}"]
+    try:  # "--auth-password" without a value: swaks prompts, and reads it from stdin
+        return subprocess.run(args, input=(hub_secret(hub, sender) + "\n").encode(), capture_output=True,
+                              timeout=timeout)
+    finally:
+        if message_file is not None:
+            message_file.unlink()
+
+
+def neomutt_send(hub, sender: str, files: list[Path], workdir: Path, subject: str = "Photo",
+                 body: str = "What animal is this?\n", recipient: str | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess:
+    """Send files as attachments with neomutt in batch mode: SMTP with STARTTLS (forced),
+    the hub's CA and host name checks (ssl_verify_host)."""
+    from urllib.parse import quote
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    rc = workdir / "muttrc"
+    rc.write_text(
+        f'set from = "{sender}"\nset use_from = yes\nset realname = "Phone User"\n'
+        f'set smtp_url = "smtp://{quote(sender, safe="")}@localhost:{hub.ports["submission"]}/"\n'
+        f'set smtp_pass = "{hub_secret(hub, sender)}"\n'
+        "set ssl_starttls = yes\nset ssl_force_tls = yes\nset ssl_verify_host = yes\n"
+        f'set ssl_ca_certificates_file = "{hub.ca_file}"\n'
+        f'set certificate_file = "{workdir / "certificates"}"\n'
+        'set record = ""\nset copy = no\n', encoding="utf-8")
+    rc.chmod(0o600)
+    args = [require_tool("neomutt"), "-n", "-F", str(rc), "-s", subject]
+    for path in files:
+        args += ["-a", str(path)]
+    args += ["--", recipient or hub.server]
+    env = dict(os.environ, HOME=str(workdir), TMPDIR=str(workdir))
+    return subprocess.run(args, input=body.encode(), env=env, capture_output=True, timeout=timeout)
+
+
+def fetchmail_fetch(hub, account: str, workdir: Path, ca_file: Path | None = None,
+                    timeout: float = 60) -> tuple[subprocess.CompletedProcess, list[bytes]]:
+    """Fetch (and delete) every message of ``account``'s INBOX with fetchmail over POP3S,
+    checking the hub's certificate (sslcertck, sslcertfile). Returns fetchmail's run
+    (exit 0: mail fetched, 1: none) and the messages, each as an MDA received it."""
+    out = workdir / "fetched"
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.iterdir())
+    rc = workdir / "fetchmailrc"
+    rc.write_text(
+        "set no syslog\n"
+        f"poll localhost with proto POP3 service {hub.ports['pop3s']}\n"
+        f'  user "{account}" there with password "{hub_secret(hub, account)}"\n'
+        f'  ssl sslcertck sslcertfile "{ca_file or hub.ca_file}"\n'
+        f'  mda "cat > {out}/$$.eml"\n', encoding="utf-8")
+    rc.chmod(0o600)  # fetchmail refuses a readable rcfile with a password in it
+    env = dict(os.environ, FETCHMAILHOME=str(workdir), HOME=str(workdir))
+    result = subprocess.run([require_tool("fetchmail"), "-f", str(rc), "--nodetach", "--nosyslog"],
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    fetched = sorted(set(out.iterdir()) - before, key=lambda path: path.stat().st_mtime_ns)
+    return result, [path.read_bytes() for path in fetched]

@@ -272,6 +272,7 @@ def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):
                      "--timeout", "5")
     assert client.returncode == 4, client.stderr
     assert "refused the login" in client.stderr and "wrong-password" not in client.stderr
+    assert "b'" not in client.stderr and 'b"' not in client.stderr  # the server's text, decoded
 
     text = config.read_text().replace(f"cat {Path(mailhub.state) / 'secrets' / 'server'}",
                                       "echo wrong-server-password")
@@ -279,6 +280,7 @@ def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):
     server = run_cli("server.py", "--once", "--config", str(config), timeout=60)
     assert server.returncode == 4, server.stderr
     assert "refused the login" in server.stderr and "Traceback" not in server.stderr
+    assert "b'" not in server.stderr and 'b"' not in server.stderr
 
 
 def test_unreachable_mail_server_gives_status_5(mailhub, tmp_path):

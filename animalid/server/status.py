@@ -1,0 +1,101 @@
+"""``server.py --status``: what the servers sharing a mailbox are doing, read from
+the mailbox and the shared ledger (no lock taken, no model loaded, nothing changed).
+
+It prints the queue (requests waiting in the watched folder), the workers
+seen lately, the claims each holds in the claims folder with their age and
+lease, and the recent outcomes from the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+
+from animalid.config import Config
+from animalid.mail.mailbox import open_mailbox
+from animalid.mail.messages import clean_text
+from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, open_ledger
+
+RECENT = 10
+OUTCOME_WINDOW_S = 3600.0
+STATE_WORDS = {ANSWERED: "answered", IGNORED: "ignored", SET_ASIDE: "set aside"}
+
+
+def status_report(config: Config, receive: str | None = None, now=time.time) -> str:
+    section = config.section("server")
+    receive = receive or section.get_choice("receive", ("imap", "pop3"))
+    lease = section.get_float("claim_lease", minimum=1.0, maximum=86400.0)
+    claims_folder = section.get("claims_folder")
+    lines: list[str] = []
+    with open_ledger(config) as ledger, open_mailbox(config, "server", receive) as box:
+        refs = box.list()
+        finals = ledger.known_final_keys([ref.key for ref in refs])
+        watched = getattr(box, "folder", "the mailbox")
+        lines.append(f"mailbox   {section.get('address')} at {box.endpoint.where} ({receive.upper()})")
+        lines.append(f"ledger    {ledger.describe()}")
+        lines.append(f"queue     {len(refs) - len(finals)} waiting in {watched} ({_n(len(refs), 'message')}; "
+                     f"{len(finals)} left there on purpose: refused, ignored or answered-not-yet-removed)")
+        clock = now()
+        if receive == "imap" and box.supports_claims():
+            seen = ledger.workers_seen(clock - lease)
+            lines.append(f"workers   {len(seen)} renewed their leases in the last {lease:g} s")
+            for worker, at in seen.items():
+                lines.append(f"  {worker:<28} last beat {clock - at:.0f} s ago")
+            uidvalidity, uids = box.list_folder(claims_folder, create=False)
+            lines += _claims(ledger, claims_folder, uidvalidity, uids, lease, clock)
+        else:
+            lines.append("claims    none: this mailbox has one server (POP3, or IMAP without MOVE/UIDPLUS)")
+        box.end_pass()
+        lines += _outcomes(ledger, clock)
+    return "\n".join(lines)
+
+
+def _claims(ledger, folder: str, uidvalidity: int, uids: list[int], lease: float, clock: float) -> list[str]:
+    present = set(uids)
+    rows = ledger.claims()
+    lines = [f"claims    {len(uids)} in {folder} (lease {lease:g} s)"]
+    by_worker = defaultdict(list)
+    for claim in rows:
+        in_folder = claim.uidvalidity == uidvalidity and claim.uid in present
+        if in_folder or not claim.uid:  # uid 0: claimed, being moved
+            by_worker[claim.worker or "(recorded by no worker)"].append(claim)
+    named = {claim.uid for claim in rows if claim.uidvalidity == uidvalidity}
+    unseen = len(present - named)
+    if unseen:
+        lines.append(f"  {'(not yet seen by any worker)':<28} {_n(unseen, 'claim')}")
+    for worker, held in by_worker.items():
+        oldest = min(claim.claimed for claim in held)
+        renewed = max(claim.renewed for claim in held)
+        expired = sum(1 for claim in held if clock - claim.renewed > lease)
+        note = f"; {expired} past the lease, back to the queue at the next beat" if expired else ""
+        lines.append(f"  {worker:<28} {_n(len(held), 'claim')}, oldest {clock - oldest:.0f} s, "
+                     f"renewed {clock - renewed:.0f} s ago{note}")
+    return lines
+
+
+def _outcomes(ledger, clock: float) -> list[str]:
+    counts = ledger.outcome_counts(clock - OUTCOME_WINDOW_S)
+    by_state: Counter = Counter()
+    by_worker: Counter = Counter()
+    for (state, worker), count in counts.items():
+        by_state[state] += count
+        if state == ANSWERED:
+            by_worker[worker or "(unnamed)"] += count
+    summary = ", ".join(f"{by_state[state]} {STATE_WORDS[state]}" for state in STATE_WORDS) if counts else "none"
+    lines = [f"outcomes  last hour: {summary}"]
+    if by_worker:
+        lines.append("  answered by: " + ", ".join(f"{worker} {count}" for worker, count in by_worker.most_common()))
+    recent = ledger.recent_outcomes(RECENT)
+    if recent:
+        lines.append("recent")
+        for outcome in recent:
+            stamp = time.strftime("%H:%M:%S", time.localtime(outcome.updated))
+            what = clean_text(outcome.message_id or outcome.key, 120)
+            sender = clean_text(outcome.sender, 120) or "(no sender)"
+            lines.append(f"  {stamp}  {STATE_WORDS.get(outcome.state, outcome.state):<9}  {what}  "
+                         f"{sender}  {outcome.worker or ''}".rstrip())
+    return lines
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
