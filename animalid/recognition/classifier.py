@@ -24,17 +24,15 @@ from animalid.errors import BadImageError
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.images import DEFAULT_MAX_PIXELS, load_image
 from animalid.recognition.knowledge import RANKS, load_knowledge_base
+from animalid.recognition.placement import CPU_BATCH_TENSORS, PRECISIONS, Placement
+from animalid.recognition.prefetch import prefetched, thread_pool
 from animalid.recognition.model import (VIEWS, EnsembleSpec, ModelSpec, build_view_transform, class_labels,
                                         combine, load_network, pick_device)
 
 log = logging.getLogger(__name__)
 
-# Tensors per forward pass; each image brings one per view, so a pass holds
-# max(1, BATCH_SIZE // views) images. On 2 CPU cores larger batches are slower
-# per image and cost more memory (benchmarks/classifier_speed.py: one network
-# and one view, 34 images/s at 2, 10 images/s and 1.2 GB peak at 16; the
-# two-view ensemble, 11.8 images/s one image a pass, 8.7 at two).
-BATCH_SIZE = 2
+# Tensors per forward pass on the CPU (placement.py says how it was chosen).
+BATCH_SIZE = CPU_BATCH_TENSORS
 
 
 def rules_from_config(section) -> AnswerRules:
@@ -69,7 +67,8 @@ class Classifier:
     def __init__(self, spec: ModelSpec | EnsembleSpec, kb_path: str | Path,
                  rules: AnswerRules | None = None, top_k: int = 3, device: str = "auto",
                  threads: int = 0, allow_pickle: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, views: Sequence[str] | None = None):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, views: Sequence[str] | None = None,
+                 batch_size: int = 0, precision: str = "fp32", decode_threads: int = 0):
         import torch
 
         self.torch = torch
@@ -81,6 +80,8 @@ class Classifier:
         self.device = pick_device(torch, device)
         if self.device.type == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.placement = Placement.choose(torch, self.device, batch_size, precision, decode_threads)
+        self._pool = thread_pool(self.placement.decode_threads)
         self.kb = load_knowledge_base(kb_path)
         self.labels = class_labels(ensemble.members[0].spec, self.kb)
         self.networks = []
@@ -115,27 +116,74 @@ class Classifier:
             threads=section.get_int("threads", minimum=0, maximum=256),
             allow_pickle=section.get_bool("allow_pickle"),
             views=views,
+            batch_size=section.get_int("batch_size", minimum=0, maximum=4096),
+            precision=section.get_choice("precision", PRECISIONS),
+            decode_threads=section.get_int("decode_threads", minimum=0, maximum=256),
         )
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**settings)
 
     def classify(self, items: Sequence[tuple[str, object]]) -> list[dict]:
-        """Answer each (name, bytes | path | PIL image) in order; never raises for bad images."""
+        """Answer each (name, bytes | path | PIL image) in order; never raises for bad images.
+
+        Threads decode and preprocess ahead (``prefetch``) while the networks
+        work on full batches of ``placement.batch_tensors`` tensors.
+        """
         answers: list[dict | None] = [None] * len(items)
-        images, positions = [], []
-        for position, (name, source) in enumerate(items):
-            try:
-                # Reduced at once: a batch of phone photos is not held at full size.
-                images.append(self.shrink(load_image(source, self.max_pixels)))
-                positions.append(position)
-            except BadImageError as exc:
-                answers[position] = {"file": name, "error": str(exc)}
-        per_pass = max(1, BATCH_SIZE // len(self.spec.views))
-        for start in range(0, len(images), per_pass):
-            batch = images[start:start + per_pass]
-            for position, probs in zip(positions[start:start + per_pass], self.probabilities(batch)):
-                answers[position] = self.builder.build(items[position][0], probs)
+        per_pass = self.images_per_pass()
+        window = max(2 * per_pass, 2 * self.placement.decode_threads)
+        ready: list[tuple[int, list]] = []
+        for position, prepared in enumerate(prefetched(self.prepare, items, self._pool, window)):
+            if isinstance(prepared, BadImageError):
+                answers[position] = {"file": items[position][0], "error": str(prepared)}
+                continue
+            ready.append((position, prepared))
+            if len(ready) == per_pass:
+                self._answer_batch(ready, items, answers)
+                ready = []
+        if ready:
+            self._answer_batch(ready, items, answers)
         return answers
+
+    def images_per_pass(self) -> int:
+        """How many images one forward pass takes (each brings one tensor per view)."""
+        return max(1, self.placement.batch_tensors // len(self.spec.views))
+
+    def prepare(self, item: tuple[str, object]):
+        """One item's view tensors for every member network, or the BadImageError it raises."""
+        try:
+            # Reduced at once: a batch of phone photos is not held at full size.
+            image = self.shrink(load_image(item[1], self.max_pixels))
+        except BadImageError as exc:
+            return exc
+        return [self.torch.stack(views_of(image)) for _, views_of in self.networks]
+
+    def _answer_batch(self, ready: list[tuple[int, list]], items, answers: list) -> None:
+        probabilities = combine(self._forward([tensors for _, tensors in ready]), self.weights,
+                                self.spec.combine, self.spec.temperature)
+        for (position, _), probs in zip(ready, probabilities):
+            answers[position] = self.builder.build(items[position][0], probs)
+
+    def _forward(self, prepared: list[list]) -> "np.ndarray":
+        """Every member's logits for prepared images: (members, views, images, classes)."""
+        torch, placement = self.torch, self.placement
+        views = len(self.spec.views)
+        per_member = []
+        with torch.inference_mode():
+            for index, (network, _) in enumerate(self.networks):
+                batch = placement.to_device(torch, torch.cat([tensors[index] for tensors in prepared]))
+                with placement.autocast(torch):
+                    out = network(batch)
+                out = out.float().cpu().numpy()
+                # (images * views, classes) -> (views, images, classes)
+                per_member.append(out.reshape(len(prepared), views, -1).transpose(1, 0, 2))
+        return np.stack(per_member)
+
+    def close(self) -> None:
+        """Stop the decoding threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def probabilities(self, images: list) -> "np.ndarray":
         """The combined probabilities (at the description's temperature) for decoded RGB
@@ -151,15 +199,6 @@ class Classifier:
         return image.reduce(factor) if factor >= 2 else image
 
     def logits(self, images: list) -> "np.ndarray":
-        """Every member's logits for every view: (members, views, images, classes)."""
-        torch = self.torch
-        images = [self.shrink(image) for image in images]
-        per_member = []
-        with torch.inference_mode():
-            for network, views_of in self.networks:
-                tensors = [tensor for image in images for tensor in views_of(image)]
-                batch = torch.stack(tensors).to(self.device, memory_format=torch.channels_last)
-                out = network(batch).float().cpu().numpy()
-                # (images * views, classes) -> (views, images, classes)
-                per_member.append(out.reshape(len(images), len(self.spec.views), -1).transpose(1, 0, 2))
-        return np.stack(per_member)
+        """Every member's logits for decoded RGB images: (members, views, images, classes)."""
+        return self._forward([[self.torch.stack(views_of(self.shrink(image))) for _, views_of in self.networks]
+                              for image in images])

@@ -46,6 +46,7 @@ from pathlib import Path
 from animalid.config import Config
 from animalid.errors import AnimalIdError, PermanentError, TransientError
 from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
+from animalid.server.pipeline import SendingStage
 from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger, open_ledger
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
 from animalid.mail.messages import (Incoming, Limits, build_reply, clean_text, error_answers,
@@ -62,6 +63,9 @@ MAX_MESSAGES_PER_PASS = 64
 MAX_BYTES_PER_PASS = 200_000_000
 WAIT_SLICE_S = 0.5  # how often a waiting server looks at its stop flag
 SEND_ATTEMPTS = 3
+# Requests classified together before their replies go to the sending stage:
+# small enough that sending starts soon, large enough for full forward passes.
+PIPELINE_CHUNK_IMAGES = 4
 RETRY_HELD_S = 1.0  # a worker holding claims it could not finish looks again this soon
 POP3_ALONE = ("; with receive = pop3 only one server may watch a mailbox: POP3 cannot claim a "
               "message atomically (it has no MOVE), so two servers would answer the same requests "
@@ -120,6 +124,7 @@ class ServerSettings:
     display_name: str = ""  # in the From of replies: "Animal ID <server@...>"
     claims_folder: str = "animalid-claims"
     claim_lease: float = 60.0
+    pipeline: bool = True
 
     @classmethod
     def from_config(cls, config: Config, receive: str | None = None) -> "ServerSettings":
@@ -140,6 +145,7 @@ class ServerSettings:
             display_name=section.get("display_name", ""),
             claims_folder=_claims_folder(config),
             claim_lease=section.get_float("claim_lease", minimum=1.0, maximum=86400.0),
+            pipeline=section.get_bool("pipeline"),
         )
 
 
@@ -229,6 +235,7 @@ class Server:
         self.claims: Claims | None = None  # set when the mailbox is shared (IMAP MOVE + UIDPLUS)
         self.stop_event = threading.Event()
         self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
+        self.answer_seconds = 0.0  # total time building, sending and recording replies
         self.handled = 0
 
     # -- lifecycle ----------------------------------------------------------
@@ -491,8 +498,7 @@ class Server:
                 self.ledger.release_attempt(ref.key)  # waiting is not a failed try
                 stats.waiting += 1
         if jobs:
-            self._classify(jobs)
-            done += self._answer(jobs, stats)
+            done += self._classify_and_answer(jobs, stats)
         if done:
             self._remove_answered(done)
         if keep and self.claims is not None:
@@ -628,6 +634,45 @@ class Server:
 
     # -- classify and answer ------------------------------------------------
 
+    def _classify_and_answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
+        """Classify and answer; with ``pipeline`` on, the replies of one chunk are sent
+        while the next chunk is classified (pipeline.py). Returns the answered refs."""
+        chunks = self._chunks(jobs)
+        if not self.settings.pipeline or len(chunks) < 2:
+            self._classify(jobs)
+            return self._answer(jobs, stats)
+        rejected: list[tuple[Job, str]] = []
+        with SendingStage(lambda chunk: self._answer(chunk, stats, rejected)) as stage:
+            for chunk in chunks:
+                self._classify(chunk)
+                if not stage.put(chunk):
+                    break  # the sending stage failed: its error is raised on leaving
+        # Set aside here, in the thread that owns the mailbox connection.
+        for job, reason in rejected:
+            self._set_aside(job, reason, tell_sender=False)
+        return stage.answered
+
+    def _chunks(self, jobs: list[Job]) -> list[list[Job]]:
+        """First tries in chunks of about one forward pass of images (at least
+        PIPELINE_CHUNK_IMAGES); a retried request alone, as _classify wants it."""
+        per_pass = getattr(self.classifier, "images_per_pass", lambda: 1)()
+        size = max(PIPELINE_CHUNK_IMAGES, per_pass)
+        chunks: list[list[Job]] = []
+        current: list[Job] = []
+        images = 0
+        for job in jobs:
+            if job.attempts > 1:
+                chunks.append([job])
+                continue
+            current.append(job)
+            images += max(1, len(job.incoming.images))
+            if images >= size:
+                chunks.append(current)
+                current, images = [], 0
+        if current:
+            chunks.append(current)
+        return chunks
+
     def _classify(self, jobs: list[Job]) -> None:
         """All images of all first-try jobs in one classify() call; retried ones alone.
 
@@ -676,7 +721,19 @@ class Server:
             for (job, position), answer in zip(owners, results):
                 job.answers[position] = answer
 
-    def _answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
+    def _answer(self, jobs: list[Job], stats: PassStats,
+                rejected: list[tuple[Job, str]] | None = None) -> list[MailRef]:
+        """SEND each reply, then RECORD it; the answered refs, to delete. A reply the mail
+        server refuses is set aside at once, or (from the sending stage) added to
+        ``rejected`` for the mailbox's own thread."""
+        started = time.monotonic()
+        try:
+            return self._send_and_record(jobs, stats, rejected)
+        finally:
+            self.answer_seconds += time.monotonic() - started
+
+    def _send_and_record(self, jobs: list[Job], stats: PassStats,
+                         rejected: list[tuple[Job, str]] | None) -> list[MailRef]:
         answered = []
         for job in jobs:
             if job.answers is None:  # classifier failed: leave it for the next pass
@@ -693,7 +750,10 @@ class Server:
             try:
                 self._send(reply)
             except MessageRejected as exc:
-                self._set_aside(job, f"the reply was refused: {exc}", tell_sender=False)
+                if rejected is None:
+                    self._set_aside(job, f"the reply was refused: {exc}", tell_sender=False)
+                else:
+                    rejected.append((job, f"the reply was refused: {exc}"))
                 stats.set_aside += 1
                 continue
             self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender)
