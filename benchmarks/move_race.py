@@ -29,7 +29,8 @@ from pathlib import Path
 
 from animalid.config import load_config
 from animalid.devhub import start_on_free_offset
-from animalid.mail.mailbox import open_mailbox, parse_copyuid
+from animalid.mail.imap import parse_copyuid
+from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request
 from animalid.testing.harness import CLIENTS, folder_count, make_config, submit
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from animalid.errors import AnimalIdError
 from animalid.mail.headers import PROVIDER_MAX_MESSAGE_BYTES
-from animalid.mail.messages import image_type_of
+from animalid.mail.imagetypes import image_type_of
 
 # A photo larger than a mail provider takes in one message cannot be sent.
 MAX_IMAGE_BYTES = PROVIDER_MAX_MESSAGE_BYTES

@@ -1,6 +1,6 @@
 """The local mail hub for development and tests: Dovecot plus an SMTP front, on loopback.
 
-Apart from the runtime: it imports only animalid.config and animalid.errors, and no
+Apart from the runtime: it imports only animalid.config, animalid.errors and animalid.pidlock, and no
 runtime module imports it (the import contracts in pyproject.toml say so). Its
 command line is ``python -m animalid.mailhub`` (``animalid.cli.hub``).
 

@@ -9,11 +9,11 @@ off a folder one already runs on.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+
+from animalid.pidlock import FileLock, LockHeld
 
 from .errors import HubAlreadyRunning, HubError
 
@@ -47,40 +47,28 @@ def write_public(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 class StateLock:
-    """One hub per state folder: an exclusive ``flock`` on ``STATE/hub.lock``."""
+    """One hub per state folder: an exclusive lock on ``STATE/hub.lock`` (animalid.pidlock)."""
 
     def __init__(self, state: Path):
         self.state = state
-        self._fd: Optional[int] = None
+        self._lock = FileLock(state / "hub.lock")
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock.held
 
     def acquire(self) -> None:
-        if self._fd is not None:
-            return
         try:
-            self.state.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.state / "hub.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock.acquire()
+        except LockHeld as held:
+            raise HubAlreadyRunning(
+                f"another mailhub (pid {held.pid or '?'}) is already running on {self.state}"
+            ) from None
         except OSError as exc:
             raise HubError(f"state folder {self.state} is not writable: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise HubAlreadyRunning(
-                f"another mailhub (pid {other}) is already running on {self.state}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+        self._lock.release()
 
 
 def check_traversable(path: Path) -> None:

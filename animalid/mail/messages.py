@@ -45,7 +45,6 @@ import email.policy
 import email.utils
 import json
 import logging
-import mimetypes
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from animalid.contract import render_answers
 from animalid.config import Config
 from animalid.mail.decorations import find_decorations
 from animalid.mail.headers import HEADER_BYTES_LIMIT, first_message_id, message_ids, one_line, read_header
+from animalid.mail.imagetypes import IMAGE_EXTENSIONS, UNTYPED, image_type_of, sniff_image_type
 from animalid.mail.protection import Protection, ProtectionError, sealed_parts
 from animalid.mail.transport import looks_like_address
 
@@ -66,20 +66,6 @@ REQUEST_MARK = "request"
 REPLY_MARK = "reply"
 MARK_HEADER = "X-Animalid"
 ANSWERS_FILENAME = "answers.json"
-IMAGE_EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".png": "png",
-                    ".gif": "gif", ".bmp": "bmp", ".webp": "webp", ".tif": "tiff",
-                    ".tiff": "tiff", ".heic": "heic", ".heif": "heif", ".avif": "avif"}
-# ISO/IEC 14496-12 'ftyp' brands of still images: HEIF (ISO/IEC 23008-12, the
-# iPhone camera's HEIC) and AVIF (AV1 Image File Format). Video brands
-# ('isom', 'mp42', 'qt  ') are not images.
-HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"})
-AVIF_BRANDS = frozenset({b"avif", b"avis"})
-HEIF_BRANDS = frozenset({b"mif1", b"msf1"})
-# Declared types that say nothing about the content: their bytes decide.
-UNTYPED = frozenset({"application/octet-stream", "application/x-octet-stream",
-                     "application/binary", "application/unknown", "application/x-unknown"})
-# A BMP's second header starts with its own size, one of these (BITMAPCOREHEADER ... V5).
-_BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 MAX_SKIPPED_NAMES = 5
 # Kinds of incoming mail.
 REQUEST = "request"
@@ -199,53 +185,6 @@ def bare_address(value: object) -> str:
     _, address = email.utils.parseaddr(clean_text(value, 1000))
     address = address.strip().lower()
     return address if looks_like_address(address) else ""
-
-
-def image_type_of(data: bytes, filename: str = "") -> str:
-    """The image/* type from the magic bytes, else from the name, else octet-stream."""
-    sniffed = sniff_image_type(data)
-    if sniffed:
-        return sniffed
-    extension = "." + filename.rpartition(".")[2].lower() if filename and "." in filename else ""
-    if extension in IMAGE_EXTENSIONS:
-        return f"image/{IMAGE_EXTENSIONS[extension]}"
-    guessed, _ = mimetypes.guess_type(filename or "")
-    if guessed and guessed.startswith("image/"):
-        return guessed
-    return "application/octet-stream"
-
-
-def sniff_image_type(data: bytes) -> str | None:
-    """The image/* type that the content itself shows (magic numbers), or None."""
-    head = data[:32]
-    signatures = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"),
-                  (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"),
-                  (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
-    for magic, content_type in signatures:
-        if head.startswith(magic):
-            return content_type
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
-        return "image/bmp"
-    if head[4:8] == b"ftyp":
-        return _iso_bmff_image_type(data)
-    return None
-
-
-def _iso_bmff_image_type(data: bytes) -> str | None:
-    """image/heic, image/avif or image/heif from an 'ftyp' box's major and compatible brands."""
-    box_size = int.from_bytes(data[:4], "big")
-    if not 16 <= box_size <= 256 or len(data) < box_size:
-        return None
-    major = data[8:12]
-    brands = {major} | {data[i:i + 4] for i in range(16, box_size - 3, 4)}
-    for found in ({major}, brands):  # the major brand first, then the compatible ones
-        if found & AVIF_BRANDS:
-            return "image/avif"
-        if found & HEIC_BRANDS:
-            return "image/heic"
-    return "image/heif" if brands & HEIF_BRANDS else None
 
 
 def parse_bytes(raw: bytes) -> EmailMessage:

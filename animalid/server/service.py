@@ -33,27 +33,25 @@ sender told (at most once an hour). Replies are signed / encrypted alike.
 
 from __future__ import annotations
 
-import enum
-import fcntl
 import logging
-import os
 import threading
-from contextlib import contextmanager
 import time
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from animalid.config import Config
 from animalid.errors import AnimalIdError, PermanentError, TransientError
-from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
-from animalid.server.pipeline import SendingStage
-from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger, open_ledger
+from animalid.pidlock import FileLock, LockHeld
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
-from animalid.mail.messages import (Incoming, Limits, build_reply, clean_text, error_answers,
-                       parse_headers_only, parse_incoming)
+from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
 from animalid.mail.protection import Protection
-from animalid.mail.transport import (Account, MessageRejected, SmtpSender, backoff_delay, looks_like_address,
-                        send_with_retry)
+from animalid.mail.transport import MessageRejected, SmtpSender, backoff_delay
+from animalid.server.answering import SEND_ATTEMPTS, Answering
+from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
+from animalid.server.jobs import Job, PassStats, Verdict
+from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger, open_ledger
+from animalid.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +60,6 @@ RATE_WINDOW_S = 3600.0
 MAX_MESSAGES_PER_PASS = 64
 MAX_BYTES_PER_PASS = 200_000_000
 WAIT_SLICE_S = 0.5  # how often a waiting server looks at its stop flag
-SEND_ATTEMPTS = 3
-# Requests classified together before their replies go to the sending stage:
-# small enough that sending starts soon, large enough for full forward passes.
-PIPELINE_CHUNK_IMAGES = 4
 RETRY_HELD_S = 1.0  # a worker holding claims it could not finish looks again this soon
 POP3_ALONE = ("; with receive = pop3 only one server may watch a mailbox: POP3 cannot claim a "
               "message atomically (it has no MOVE), so two servers would answer the same requests "
@@ -74,153 +68,35 @@ NO_CLAIMS_ALONE = ("; this IMAP server lacks MOVE or UIDPLUS (RFC 6851, RFC 4315
                    "need to claim requests, so only one server may watch this mailbox")
 
 
-# -- settings ---------------------------------------------------------------
-
-class AllowedSenders:
-    """Who gets answers: exact addresses and @domain entries ("hub" expands to its clients)."""
-
-    def __init__(self, entries: list[str]):
-        self.addresses = {e.lower() for e in entries if not e.startswith("@")}
-        self.domains = {e[1:].lower() for e in entries if e.startswith("@")}
-
-    @classmethod
-    def from_config(cls, config: Config) -> "AllowedSenders":
-        section = config.section("server")
-        entries: list[str] = []
-        for entry in section.get_list("allowed_senders"):
-            if entry.lower() == "hub":
-                hub = config.section("hub")
-                domain = hub.get("domain")
-                entries += [f"{name}@{domain}" for name in hub.get_list("clients")]
-            elif entry.startswith("@") and "." in entry or looks_like_address(entry):
-                entries.append(entry)
-            else:
-                raise section.error("allowed_senders", f"{entry!r} is neither an address, "
-                                                       "an @domain nor \"hub\"")
-        return cls(entries)
-
-    def allows(self, address: str) -> bool:
-        address = address.lower()
-        return address in self.addresses or address.rpartition("@")[2] in self.domains
-
-    def __repr__(self) -> str:
-        return f"AllowedSenders({sorted(self.addresses)} + {sorted('@' + d for d in self.domains)})"
-
-
-@dataclass
-class ServerSettings:
-    address: str
-    receive: str
-    state_file: Path
-    max_attempts: int
-    rate_limit_per_hour: int
-    failed_folder: str
-    answered_folder: str
-    retry_max_delay: float
-    limits: Limits
-    max_image_pixels: int
-    allowed: AllowedSenders
-    protection: Protection = field(default_factory=Protection)
-    display_name: str = ""  # in the From of replies: "Animal ID <server@...>"
-    claims_folder: str = "animalid-claims"
-    claim_lease: float = 60.0
-    pipeline: bool = True
-
-    @classmethod
-    def from_config(cls, config: Config, receive: str | None = None) -> "ServerSettings":
-        section = config.section("server")
-        return cls(
-            address=Account.from_config(config, "server").address,
-            receive=receive or section.get_choice("receive", ("imap", "pop3")),
-            state_file=section.get_path("state_file"),
-            max_attempts=section.get_int("max_attempts", minimum=1, maximum=100),
-            rate_limit_per_hour=section.get_int("rate_limit_per_hour", minimum=0),
-            failed_folder=section.get("failed_folder"),
-            answered_folder=section.get("answered_folder", ""),
-            retry_max_delay=section.get_float("retry_max_delay", minimum=0.1, maximum=86400.0),
-            limits=Limits.from_config(config),
-            max_image_pixels=section.get_int("max_image_pixels", minimum=1),
-            allowed=AllowedSenders.from_config(config),
-            protection=Protection.from_config(config),
-            display_name=section.get("display_name", ""),
-            claims_folder=_claims_folder(config),
-            claim_lease=section.get_float("claim_lease", minimum=1.0, maximum=86400.0),
-            pipeline=section.get_bool("pipeline"),
-        )
-
-
-class Verdict(enum.Enum):
-    """What triage decides for one request."""
-
-    WORK = "work"  # classify it and answer
-    REMOVE = "remove"  # finished (answered before, or refused with a notice): delete it
-    KEEP = "keep"  # leave it in the mailbox (ignored, refused; the ledger remembers)
-    SET_ASIDE = "set-aside"  # failed too often: already moved to the failed folder
-    WAIT = "wait"  # another worker is answering the same Message-ID: look again later
-
-
-@dataclass
-class Job:
-    """One request being answered in this pass."""
-
-    ref: MailRef
-    incoming: Incoming
-    attempts: int
-    answers: list[dict] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
-class PassStats:
-    answered: int = 0
-    ignored: int = 0
-    refused: int = 0
-    set_aside: int = 0
-    waiting: int = 0  # copies waiting for another key of their Message-ID
-    more_waiting: bool = False
-
-
 # -- the lock ---------------------------------------------------------------
 
 class MailboxLock:
-    """A flock beside the state file: exclusive for a server that cannot share its
+    """A lock beside the state file: exclusive for a server that cannot share its
     mailbox (POP3), shared by servers that claim (IMAP), so the two kinds never
     run together on one machine."""
 
     def __init__(self, state_file: Path):
         self.path = Path(str(state_file) + ".lock")
-        self._fd: int | None = None
+        self._lock = FileLock(self.path)
 
     def acquire(self, shared: bool = False, why: str = "") -> None:
-        if self._fd is not None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 32).decode(errors="replace").strip()
-            os.close(fd)
+            self._lock.acquire(shared)
+        except LockHeld as held:
             if shared:
-                raise PermanentError(f"a server that cannot share this mailbox (pid {other or '?'}, "
+                raise PermanentError(f"a server that cannot share this mailbox (pid {held.pid or '?'}, "
                                      f"receive = pop3) is already watching it (lock {self.path}); "
                                      "stop it, or switch it to receive = imap") from None
-            who = f"another server (pid {other}) is" if other else "other servers are"
+            who = f"another server (pid {held.pid}) is" if held.pid else "other servers are"
             raise PermanentError(f"{who} already watching this mailbox (lock {self.path}){why}") from None
-        if not shared:  # the pid of the one server; shared holders are many
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+        self._lock.release()
 
 
 # -- the server -------------------------------------------------------------
 
-class Server:
+class Server(Answering):
     """Answers every allowed request in one mailbox; see the module docstring."""
 
     def __init__(self, config: Config, classifier=None, receive: str | None = None):
@@ -632,142 +508,6 @@ class Server:
         mark(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "ignored", reason)
 
-    # -- classify and answer ------------------------------------------------
-
-    def _classify_and_answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
-        """Classify and answer; with ``pipeline`` on, the replies of one chunk are sent
-        while the next chunk is classified (pipeline.py). Returns the answered refs."""
-        chunks = self._chunks(jobs)
-        if not self.settings.pipeline or len(chunks) < 2:
-            self._classify(jobs)
-            return self._answer(jobs, stats)
-        rejected: list[tuple[Job, str]] = []
-        with SendingStage(lambda chunk: self._answer(chunk, stats, rejected)) as stage:
-            for chunk in chunks:
-                self._classify(chunk)
-                if not stage.put(chunk):
-                    break  # the sending stage failed: its error is raised on leaving
-        # Set aside here, in the thread that owns the mailbox connection.
-        for job, reason in rejected:
-            self._set_aside(job, reason, tell_sender=False)
-        return stage.answered
-
-    def _chunks(self, jobs: list[Job]) -> list[list[Job]]:
-        """First tries in chunks of about one forward pass of images (at least
-        PIPELINE_CHUNK_IMAGES); a retried request alone, as _classify wants it."""
-        per_pass = getattr(self.classifier, "images_per_pass", lambda: 1)()
-        size = max(PIPELINE_CHUNK_IMAGES, per_pass)
-        chunks: list[list[Job]] = []
-        current: list[Job] = []
-        images = 0
-        for job in jobs:
-            if job.attempts > 1:
-                chunks.append([job])
-                continue
-            current.append(job)
-            images += max(1, len(job.incoming.images))
-            if images >= size:
-                chunks.append(current)
-                current, images = [], 0
-        if current:
-            chunks.append(current)
-        return chunks
-
-    def _classify(self, jobs: list[Job]) -> None:
-        """All images of all first-try jobs in one classify() call; retried ones alone.
-
-        A message that failed before may be the one that brings the server
-        down, so it is kept out of the shared batch.
-        """
-        first_tries = [job for job in jobs if job.attempts <= 1]
-        retries = [job for job in jobs if job.attempts > 1]
-        groups = ([first_tries] if first_tries else []) + [[job] for job in retries]
-        for group in groups:
-            if self.claims is not None:
-                self.claims.progress()
-            try:
-                self._classify_group(group)
-            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
-                if len(group) == 1:
-                    job = group[0]
-                    log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
-                              type(exc).__name__, clean_text(exc))
-                    job.answers = None
-                else:  # find the culprit: the others still get their answers
-                    for job in group:
-                        self._classify_one_safely(job)
-
-    def _classify_one_safely(self, job: Job) -> None:
-        try:
-            self._classify_group([job])
-        except Exception as exc:  # noqa: BLE001
-            log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
-                      type(exc).__name__, clean_text(exc))
-            job.answers = None
-
-    def _classify_group(self, jobs: list[Job]) -> None:
-        items, owners = [], []
-        for job in jobs:
-            for position, image in enumerate(job.incoming.images):
-                if image.refusal is None:
-                    items.append((image.name, image.data))
-                    owners.append((job, position))
-            job.answers = [{"file": image.name, "error": image.refusal or "not classified"}
-                           for image in job.incoming.images]
-        if items:
-            started = time.monotonic()
-            results = self.classifier.classify(items)
-            self.classify_seconds += time.monotonic() - started
-            for (job, position), answer in zip(owners, results):
-                job.answers[position] = answer
-
-    def _answer(self, jobs: list[Job], stats: PassStats,
-                rejected: list[tuple[Job, str]] | None = None) -> list[MailRef]:
-        """SEND each reply, then RECORD it; the answered refs, to delete. A reply the mail
-        server refuses is set aside at once, or (from the sending stage) added to
-        ``rejected`` for the mailbox's own thread."""
-        started = time.monotonic()
-        try:
-            return self._send_and_record(jobs, stats, rejected)
-        finally:
-            self.answer_seconds += time.monotonic() - started
-
-    def _send_and_record(self, jobs: list[Job], stats: PassStats,
-                         rejected: list[tuple[Job, str]] | None) -> list[MailRef]:
-        answered = []
-        for job in jobs:
-            if job.answers is None:  # classifier failed: leave it for the next pass
-                continue
-            if self.claims is not None and not self.claims.still_ours(job.ref):
-                continue  # our lease ran out and another worker has it: do not send
-            incoming = job.incoming
-            note = "\n".join(incoming.problems)
-            answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
-                                                   else "no image found in the message")
-            reply = build_reply(incoming, self.settings.address, answers, note=note,
-                                protection=self.settings.protection,
-                                display_name=self.settings.display_name)
-            try:
-                self._send(reply)
-            except MessageRejected as exc:
-                if rejected is None:
-                    self._set_aside(job, f"the reply was refused: {exc}", tell_sender=False)
-                else:
-                    rejected.append((job, f"the reply was refused: {exc}"))
-                stats.set_aside += 1
-                continue
-            self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender)
-            stats.answered += 1
-            self.handled += 1
-            self._log(job, *outcome(answers, incoming.skipped, time.monotonic() - job.started))
-            answered.append(job.ref)
-        return answered
-
-    def _send(self, message) -> None:
-        send_with_retry(lambda: self.sender.send(message), attempts=SEND_ATTEMPTS,
-                        base_delay=0.5, max_delay=min(5.0, self.settings.retry_max_delay),
-                        what="sending the reply")
-
     def _remove_answered(self, refs: list[MailRef]) -> None:
         if self.settings.answered_folder:
             self.mailbox.set_aside(refs, self.settings.answered_folder)
@@ -781,38 +521,6 @@ class Server:
         incoming = job.incoming
         log.info("%s from %s: %s (%s)", incoming.message_id or job.ref.key,
                  incoming.sender or "(no sender)", action, reason)
-
-
-def _claims_folder(config: Config) -> str:
-    """[server] claims_folder, checked against the folders it must not be."""
-    section = config.section("server")
-    folder = section.get("claims_folder")
-    others = {"[imap] folder": config.section("imap").get("folder"),
-              "[server] failed_folder": section.get("failed_folder"),
-              "[server] answered_folder": section.get("answered_folder", "")}
-    for name, other in others.items():
-        if other and other.lower() == folder.lower():
-            raise section.error("claims_folder", f"{folder!r} is also {name}; claims need a folder "
-                                                 "of their own")
-    return folder
-
-
-def _count(items: list, noun: str) -> str:
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
-
-
-def outcome(answers: list[dict], skipped: list[str], seconds: float) -> tuple[str, str]:
-    """The action and reason of an answered message's log line, saying what the answer holds:
-    "answered (2 images, 0.41 s)", "answered with errors (1 of 2 images failed, 0.41 s)",
-    "answered with errors (no image: <why>, 0.02 s)"; skipped decorations are counted."""
-    failed = [answer for answer in answers if "error" in answer]
-    extra = f", {_count(skipped, 'decoration')} skipped" if skipped else ""
-    if not failed:
-        return "answered", f"{_count(answers, 'image')}{extra}, {seconds:.2f} s"
-    if len(answers) == 1 and answers[0].get("file") == "(message)":
-        return "answered with errors", f"no image: {clean_text(answers[0]['error'], 120)}, {seconds:.2f} s"
-    return "answered with errors", (f"{len(failed)} of {_count(answers, 'image')} failed{extra}, "
-                                    f"{seconds:.2f} s")
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import pytest
 
 from animalid.config import load_config
 from animalid.errors import ConfigError, PermanentError, TransientError
-from animalid.mail.mailbox import parse_copyuid
+from animalid.mail.imap import parse_copyuid
 from animalid.server.claims import new_worker_id
 from animalid.server.service import POP3_ALONE, MailboxLock, ServerSettings
 

@@ -18,7 +18,7 @@ from animalid.mail.messages import (AUTO_SUBMITTED, BOUNCE, LOOP_GUARD, MAILING_
                                REQUEST, Limits, build_reply, build_request, clean_text,
                                error_answers, image_type_of, parse_incoming, parse_reply,
                                reply_headers_match, safe_name)
-from animalid.server.service import AllowedSenders
+from animalid.server.settings import AllowedSenders
 from animalid.mail.transport import (Account, Endpoint, MessageRejected, backoff_delay,
                                 check_credentials_protected, send_with_retry, smtp_error,
                                 xoauth2_string)

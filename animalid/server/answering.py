@@ -1,0 +1,184 @@
+"""Classifying the requests of a pass and answering them: SEND each reply, then RECORD it.
+
+``Answering`` is the part of ``service.Server`` that turns triaged requests
+into replies: all images of the first tries in one classify() call (retried
+requests alone, since one may be the message that brings the server down),
+then each reply sent and recorded in the ledger; deleting the request is the
+service's next step. With ``[server] pipeline`` on, the replies of one chunk
+are sent while the next chunk is classified (pipeline.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from animalid.mail.mailbox import MailRef
+from animalid.mail.messages import build_reply, clean_text, error_answers
+from animalid.mail.transport import MessageRejected, send_with_retry
+from animalid.server.jobs import Job, PassStats
+from animalid.server.pipeline import SendingStage
+
+log = logging.getLogger(__name__)
+
+SEND_ATTEMPTS = 3
+# Requests classified together before their replies go to the sending stage:
+# small enough that sending starts soon, large enough for full forward passes.
+PIPELINE_CHUNK_IMAGES = 4
+
+
+class Answering:
+    """Classify-and-answer steps of the Server (which supplies settings, ledger,
+    sender, claims, classifier, _set_aside and _log)."""
+
+    def _classify_and_answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
+        """Classify and answer; with ``pipeline`` on, the replies of one chunk are sent
+        while the next chunk is classified (pipeline.py). Returns the answered refs."""
+        chunks = self._chunks(jobs)
+        if not self.settings.pipeline or len(chunks) < 2:
+            self._classify(jobs)
+            return self._answer(jobs, stats)
+        rejected: list[tuple[Job, str]] = []
+        with SendingStage(lambda chunk: self._answer(chunk, stats, rejected)) as stage:
+            for chunk in chunks:
+                self._classify(chunk)
+                if not stage.put(chunk):
+                    break  # the sending stage failed: its error is raised on leaving
+        # Set aside here, in the thread that owns the mailbox connection.
+        for job, reason in rejected:
+            self._set_aside(job, reason, tell_sender=False)
+        return stage.answered
+
+    def _chunks(self, jobs: list[Job]) -> list[list[Job]]:
+        """First tries in chunks of about one forward pass of images (at least
+        PIPELINE_CHUNK_IMAGES); a retried request alone, as _classify wants it."""
+        per_pass = getattr(self.classifier, "images_per_pass", lambda: 1)()
+        size = max(PIPELINE_CHUNK_IMAGES, per_pass)
+        chunks: list[list[Job]] = []
+        current: list[Job] = []
+        images = 0
+        for job in jobs:
+            if job.attempts > 1:
+                chunks.append([job])
+                continue
+            current.append(job)
+            images += max(1, len(job.incoming.images))
+            if images >= size:
+                chunks.append(current)
+                current, images = [], 0
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _classify(self, jobs: list[Job]) -> None:
+        """All images of all first-try jobs in one classify() call; retried ones alone.
+
+        A message that failed before may be the one that brings the server
+        down, so it is kept out of the shared batch.
+        """
+        first_tries = [job for job in jobs if job.attempts <= 1]
+        retries = [job for job in jobs if job.attempts > 1]
+        groups = ([first_tries] if first_tries else []) + [[job] for job in retries]
+        for group in groups:
+            if self.claims is not None:
+                self.claims.progress()
+            try:
+                self._classify_group(group)
+            except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
+                if len(group) == 1:
+                    job = group[0]
+                    log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
+                              type(exc).__name__, clean_text(exc))
+                    job.answers = None
+                else:  # find the culprit: the others still get their answers
+                    for job in group:
+                        self._classify_one_safely(job)
+
+    def _classify_one_safely(self, job: Job) -> None:
+        try:
+            self._classify_group([job])
+        except Exception as exc:  # noqa: BLE001
+            log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
+                      type(exc).__name__, clean_text(exc))
+            job.answers = None
+
+    def _classify_group(self, jobs: list[Job]) -> None:
+        items, owners = [], []
+        for job in jobs:
+            for position, image in enumerate(job.incoming.images):
+                if image.refusal is None:
+                    items.append((image.name, image.data))
+                    owners.append((job, position))
+            job.answers = [{"file": image.name, "error": image.refusal or "not classified"}
+                           for image in job.incoming.images]
+        if items:
+            started = time.monotonic()
+            results = self.classifier.classify(items)
+            self.classify_seconds += time.monotonic() - started
+            for (job, position), answer in zip(owners, results):
+                job.answers[position] = answer
+
+    def _answer(self, jobs: list[Job], stats: PassStats,
+                rejected: list[tuple[Job, str]] | None = None) -> list[MailRef]:
+        """SEND each reply, then RECORD it; the answered refs, to delete. A reply the mail
+        server refuses is set aside at once, or (from the sending stage) added to
+        ``rejected`` for the mailbox's own thread."""
+        started = time.monotonic()
+        try:
+            return self._send_and_record(jobs, stats, rejected)
+        finally:
+            self.answer_seconds += time.monotonic() - started
+
+    def _send_and_record(self, jobs: list[Job], stats: PassStats,
+                         rejected: list[tuple[Job, str]] | None) -> list[MailRef]:
+        answered = []
+        for job in jobs:
+            if job.answers is None:  # classifier failed: leave it for the next pass
+                continue
+            if self.claims is not None and not self.claims.still_ours(job.ref):
+                continue  # our lease ran out and another worker has it: do not send
+            incoming = job.incoming
+            note = "\n".join(incoming.problems)
+            answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
+                                                   else "no image found in the message")
+            reply = build_reply(incoming, self.settings.address, answers, note=note,
+                                protection=self.settings.protection,
+                                display_name=self.settings.display_name)
+            try:
+                self._send(reply)
+            except MessageRejected as exc:
+                if rejected is None:
+                    self._set_aside(job, f"the reply was refused: {exc}", tell_sender=False)
+                else:
+                    rejected.append((job, f"the reply was refused: {exc}"))
+                stats.set_aside += 1
+                continue
+            self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender)
+            stats.answered += 1
+            self.handled += 1
+            self._log(job, *outcome(answers, incoming.skipped, time.monotonic() - job.started))
+            answered.append(job.ref)
+        return answered
+
+    def _send(self, message) -> None:
+        send_with_retry(lambda: self.sender.send(message), attempts=SEND_ATTEMPTS,
+                        base_delay=0.5, max_delay=min(5.0, self.settings.retry_max_delay),
+                        what="sending the reply")
+
+
+def _count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def outcome(answers: list[dict], skipped: list[str], seconds: float) -> tuple[str, str]:
+    """The action and reason of an answered message's log line, saying what the answer holds:
+    "answered (2 images, 0.41 s)", "answered with errors (1 of 2 images failed, 0.41 s)",
+    "answered with errors (no image: <why>, 0.02 s)"; skipped decorations are counted."""
+    failed = [answer for answer in answers if "error" in answer]
+    extra = f", {_count(skipped, 'decoration')} skipped" if skipped else ""
+    if not failed:
+        return "answered", f"{_count(answers, 'image')}{extra}, {seconds:.2f} s"
+    if len(answers) == 1 and answers[0].get("file") == "(message)":
+        return "answered with errors", f"no image: {clean_text(answers[0]['error'], 120)}, {seconds:.2f} s"
+    return "answered with errors", (f"{len(failed)} of {_count(answers, 'image')} failed{extra}, "
+                                    f"{seconds:.2f} s")

@@ -1,0 +1,41 @@
+"""What one pass of the server works with: a request in hand, triage's verdict, the counts."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from animalid.mail.mailbox import MailRef
+from animalid.mail.messages import Incoming
+
+
+class Verdict(enum.Enum):
+    """What triage decides for one request."""
+
+    WORK = "work"  # classify it and answer
+    REMOVE = "remove"  # finished (answered before, or refused with a notice): delete it
+    KEEP = "keep"  # leave it in the mailbox (ignored, refused; the ledger remembers)
+    SET_ASIDE = "set-aside"  # failed too often: already moved to the failed folder
+    WAIT = "wait"  # another worker is answering the same Message-ID: look again later
+
+
+@dataclass
+class Job:
+    """One request being answered in this pass."""
+
+    ref: MailRef
+    incoming: Incoming
+    attempts: int
+    answers: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class PassStats:
+    answered: int = 0
+    ignored: int = 0
+    refused: int = 0
+    set_aside: int = 0
+    waiting: int = 0  # copies waiting for another key of their Message-ID
+    more_waiting: bool = False
