@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         pop3 = write_config(hub, folder, "pop3", args.poll)
         imap = write_config(hub, folder, "imap", args.poll)
         started = time.perf_counter()
-        classifier = load_classifier(pop3)
+        classifier = load_classifier(pop3, pop3.section("server").get_int("max_image_pixels", minimum=1))
         print(f"classifier loaded in {time.perf_counter() - started:.1f} s")
 
         alone = measure_classifier(classifier, image, args.burst)
