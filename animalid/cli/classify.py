@@ -21,14 +21,16 @@ PROG = "classifier.py"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Identify the animal in each image with a pretrained network "
-                    "(EfficientNet-Lite2 by default) and the animal_image.json knowledge base.",
+        description="Identify the animal in each image with pretrained networks "
+                    "(config.ini [classifier] model; by default models/balanced.json, "
+                    "EfficientNet-Lite1 and -Lite2) and the animal_image.json knowledge base.",
         epilog="The answer names the deepest taxonomic rank that is confident enough; "
                "below min_confidence at every rank it says 'Could not identify'. "
                "Thresholds, model and knowledge base are set in config.ini [classifier]. "
                "Exit status: 0 all images answered, 1 some file could not be read, "
                "2 bad settings or model.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, GIF, BMP, TIFF, WebP)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files (JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC/HEIF, AVIF)")
     parser.add_argument("--json", action="store_true", help="print the output contract as JSON, one object per image")
     parser.add_argument("--top-k", type=int, metavar="N", help="number of alternatives to list (default: config)")
     parser.add_argument("--config", metavar="FILE", help="settings file (default: config.ini beside this program)")
