@@ -46,7 +46,7 @@ Settings live in config.ini (default: the one beside this program):
   [smtp] [imap] [pop3]  the mail servers (host, port, security, ca_file)
   [camera]  webcam source, resolution, JPEG quality and size, save_dir
   [security]  optional signing/encryption keys shared with the server
-Without --image the webcam is used, where that module is installed.
+Without --image the webcam is used (it needs OpenCV, from requirements/client.txt).
 """
 
 EPILOG = """\

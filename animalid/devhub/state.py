@@ -21,24 +21,20 @@ from .errors import HubAlreadyRunning, HubError
 def write_private(path: Path, data: bytes) -> None:
     """Write a file readable only by us, atomically, so a crash never leaves
     a half-written key or password behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    _write_atomically(path, data, 0o600)
 
 
 def write_public(path: Path, text: str, mode: int = 0o644) -> None:
+    _write_atomically(path, text.encode("utf-8"), mode)
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """A temporary file beside ``path`` with ``mode``, renamed over it when complete."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

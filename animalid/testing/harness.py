@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import random
 import re
 import signal
 import smtplib
@@ -19,16 +20,17 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
 from animalid.config import load_config
-from animalid.server.ledger import Ledger, open_ledger
+from animalid.server.ledger import open_ledger
 from animalid.mail.mailbox import MailRef, open_mailbox
 from animalid.mail.headers import message_ids
-from animalid.mail.messages import parse_bytes
+from animalid.mail.messages import build_request, parse_bytes
 from animalid.server.service import Server, serving_in_background
 
 # The repository: the package is installed editable from it (make install).
@@ -504,3 +506,58 @@ def fetchmail_fetch(hub, account: str, workdir: Path, ca_file: Path | None = Non
                             env=env, capture_output=True, text=True, timeout=timeout)
     fetched = sorted(set(out.iterdir()) - before, key=lambda path: path.stat().st_mtime_ns)
     return result, [path.read_bytes() for path in fetched]
+
+
+# -- a burst of requests ---------------------------------------------------------------
+
+BURST_PHOTOS = ("tiger.png", "dog.png", "bison.png")
+
+
+class Burst:
+    """Sends ``count`` requests from the client accounts in a thread; remembers their labels.
+
+    Request ``i`` carries photo ``BURST_PHOTOS[i % 3]`` labelled ``r{i}-{photo}``, from
+    ``CLIENTS[i % 4]``. Between two requests it waits ``gap`` seconds, or, for a
+    (low, high) pair, a time drawn from a ``random.Random(seed)``, so a run repeats.
+    """
+
+    def __init__(self, hub, count: int, gap: float | tuple[float, float] = 0.0, seed: int = 0,
+                 submit_deadline_s: float = 60.0, join_timeout_s: float = 180.0):
+        self.hub, self.count, self.gap = hub, count, gap
+        self.rng = random.Random(seed)
+        self.submit_deadline_s, self.join_timeout_s = submit_deadline_s, join_timeout_s
+        self.sent: dict[str, str] = {}  # Message-ID -> the label its answer must carry
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="burst", daemon=True)
+
+    def start(self) -> "Burst":
+        self.thread.start()
+        return self
+
+    def _pause(self) -> float:
+        return self.rng.uniform(*self.gap) if isinstance(self.gap, tuple) else self.gap
+
+    def _run(self) -> None:
+        try:
+            for index in range(self.count):
+                client = CLIENTS[index % len(CLIENTS)]
+                name = BURST_PHOTOS[index % len(BURST_PHOTOS)]
+                label = f"r{index}-{name}"
+                request = build_request(self.hub.address(client), self.hub.server, [(label, photo(name))])
+                submit(self.hub, self.hub.address(client), request, deadline_s=self.submit_deadline_s)
+                with self.lock:
+                    self.sent[request["Message-ID"]] = label
+                time.sleep(self._pause())
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+
+    def ids(self) -> set[str]:
+        with self.lock:
+            return set(self.sent)
+
+    def join(self) -> None:
+        self.thread.join(self.join_timeout_s)
+        assert not self.thread.is_alive(), "the burst did not finish sending"
+        assert self.error is None, f"sending failed: {self.error!r}"
+        assert len(self.sent) == self.count

@@ -33,55 +33,13 @@ import pytest
 
 from animalid.server.ledger import ANSWERED
 from animalid.mail.messages import build_request, parse_reply
-from animalid.testing.harness import (CLIENTS, ServerProcess, assert_answers, empty_mailbox, ledger_states,
+from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answers, empty_mailbox, ledger_states,
                                make_config, photo, replies_by_request, running_server, submit,
                                wait_for)
 
 SEED = 20251124
 REQUESTS = 30
 KILLS = 3
-PHOTOS = ("tiger.png", "dog.png", "bison.png")
-
-
-class Burst:
-    """Sends REQUESTS requests from the four client accounts in a thread, at a seeded pace."""
-
-    def __init__(self, hub, seed: int, gap: tuple[float, float]):
-        self.hub, self.gap = hub, gap
-        self.rng = random.Random(seed)
-        self.sent: dict[str, str] = {}  # Message-ID -> the label its answer must carry
-        self.lock = threading.Lock()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="burst", daemon=True)
-
-    def start(self) -> "Burst":
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            for index in range(REQUESTS):
-                client = CLIENTS[index % len(CLIENTS)]
-                name = PHOTOS[index % len(PHOTOS)]
-                label = f"r{index}-{name}"
-                request = build_request(self.hub.address(client), self.hub.server,
-                                        [(label, photo(name))])
-                submit(self.hub, self.hub.address(client), request, deadline_s=90)
-                with self.lock:
-                    self.sent[request["Message-ID"]] = label
-                time.sleep(self.rng.uniform(*self.gap))
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-
-    def sent_ids(self) -> set[str]:
-        with self.lock:
-            return set(self.sent)
-
-    def join(self) -> None:
-        self.thread.join(120)
-        assert not self.thread.is_alive(), "the burst did not finish sending"
-        assert self.error is None, f"sending failed: {self.error!r}"
-        assert len(self.sent) == REQUESTS
 
 
 def client_configs(hub, folder: Path, server_receive: str, **server) -> dict[str, Path]:
@@ -106,7 +64,7 @@ def replied_ids(configs: dict[str, Path]) -> set[str]:
 
 
 def wait_until_answered(config: Path, burst: Burst, count: int, timeout: float = 120.0) -> None:
-    wait_for(lambda: len(recorded_answered(config, burst.sent_ids())) >= count, timeout=timeout,
+    wait_for(lambda: len(recorded_answered(config, burst.ids())) >= count, timeout=timeout,
              what=f"{count} requests answered")
 
 
@@ -143,7 +101,7 @@ def test_kill_9_at_random_points_loses_nothing(mailhub, tmp_path):
     configs = client_configs(mailhub, tmp_path, "pop3", max_attempts=10, retry_max_delay=2)
     config = configs[CLIENTS[0]]
     server = ServerProcess(config, tmp_path / "server.log").start()
-    burst = Burst(mailhub, SEED, gap=(0.0, 0.2)).start()
+    burst = Burst(mailhub, REQUESTS, gap=(0.0, 0.2), seed=SEED, submit_deadline_s=90, join_timeout_s=120).start()
     windows: list[set[str]] = []
     thresholds = sorted(rng.sample(range(2, REQUESTS - 2), KILLS))
     try:
@@ -151,7 +109,7 @@ def test_kill_9_at_random_points_loses_nothing(mailhub, tmp_path):
             wait_until_answered(config, burst, threshold)
             time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the answering
             server.kill9()
-            sent = burst.sent_ids()
+            sent = burst.ids()
             recorded = recorded_answered(config, sent)
             time.sleep(1.0)  # a reply whose DATA was complete lands now
             windows.append((replied_ids(configs) & sent) - recorded)
@@ -178,11 +136,11 @@ def test_hub_restarts_and_4xx_replies_during_a_burst_lose_nothing(mailhub, tmp_p
     in_flight: list[set[str]] = []
 
     def snapshot() -> None:
-        sent = burst.sent_ids()
+        sent = burst.ids()
         in_flight.append(sent - recorded_answered(config, sent))
 
     with running_server(config, classifier):
-        burst = Burst(mailhub, SEED + 1, gap=(0.1, 0.3)).start()
+        burst = Burst(mailhub, REQUESTS, gap=(0.1, 0.3), seed=SEED + 1, submit_deadline_s=90, join_timeout_s=120).start()
         try:
             wait_until_answered(config, burst, 4)
             snapshot()

@@ -26,7 +26,7 @@ from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request, parse_reply
 from animalid.server.claims import Claims
 from animalid.server.ledger import ANSWERED, SqliteLedger
-from animalid.testing.harness import (CLIENTS, ServerProcess, assert_answers, empty_mailbox, folder_count,
+from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answers, empty_mailbox, folder_count,
                                       ledger_claims, ledger_records, ledger_reservations, make_config,
                                       mailbox_messages, photo, replies_by_request, run_cli, submit,
                                       wait_for)
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.e2e
 WORKERS = 3
 LEASE = 10  # seconds; the default is 60 (README, "Many servers, one mailbox")
 CLAIMS = "animalid-claims"
-PHOTOS = ("tiger.png", "dog.png", "bison.png")
 
 
 class Team:
@@ -89,44 +88,6 @@ class Team:
     def no_tracebacks(self) -> None:
         for worker in self.workers:
             assert "Traceback" not in worker.log_text(), worker.log_text()[-3000:]
-
-
-class Burst:
-    """Sends ``count`` requests from the client accounts in a thread; remembers their labels."""
-
-    def __init__(self, hub, count: int, gap: float = 0.0):
-        self.hub, self.count, self.gap = hub, count, gap
-        self.sent: dict[str, str] = {}
-        self.lock = threading.Lock()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="burst", daemon=True)
-
-    def start(self) -> "Burst":
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            for index in range(self.count):
-                client = CLIENTS[index % len(CLIENTS)]
-                name = PHOTOS[index % len(PHOTOS)]
-                label = f"r{index}-{name}"
-                request = build_request(self.hub.address(client), self.hub.server, [(label, photo(name))])
-                submit(self.hub, self.hub.address(client), request)
-                with self.lock:
-                    self.sent[request["Message-ID"]] = label
-                time.sleep(self.gap)
-        except BaseException as exc:  # reported by join()
-            self.error = exc
-
-    def ids(self) -> set[str]:
-        with self.lock:
-            return set(self.sent)
-
-    def join(self) -> None:
-        self.thread.join(180)
-        assert not self.thread.is_alive() and self.error is None, f"sending failed: {self.error!r}"
-        assert len(self.sent) == self.count
 
 
 def check_answered_once(team: Team, burst: Burst, allowed_twice: set[str] = frozenset(),
