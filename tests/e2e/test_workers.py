@@ -147,25 +147,34 @@ def test_workers_racing_for_the_same_requests_each_win_different_ones(mailhub, t
                build_request(mailhub.address("client1"), mailhub.server, [(f"m{index}.png", b"x")]))
     wait_for(lambda: len(mailbox_messages(config, "server")) == 30, what="30 requests")
     won: list[list[str]] = [[], [], []]
-    barrier = threading.Barrier(3)
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(3, timeout=60)
 
     def worker(index: int) -> None:
-        with open_mailbox(load_config(config), "server", "imap") as box, \
-                SqliteLedger(tmp_path / "ledger.sqlite") as ledger:
-            ledger.worker = f"w{index}"
-            claims = Claims(box, ledger, CLAIMS, lease=60, worker=ledger.worker)
-            barrier.wait()
-            while True:
-                refs = box.list()
-                if not refs:
-                    break
-                won[index] += [ref.key for ref in claims.take(refs)]
+        try:
+            with open_mailbox(load_config(config), "server", "imap") as box, \
+                    SqliteLedger(tmp_path / "ledger.sqlite") as ledger:
+                ledger.worker = f"w{index}"
+                claims = Claims(box, ledger, CLAIMS, lease=60, worker=ledger.worker)
+                barrier.wait()
+                while True:
+                    refs = box.list()
+                    if not refs:
+                        break
+                    won[index] += [ref.key for ref in claims.take(refs)]
+        except BaseException as exc:  # reported below; the others stop waiting for this one
+            failures.append(exc)
+            barrier.abort()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    # Daemon threads: a claimer that hangs must fail this test, not keep pytest from exiting.
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a claimer did not finish"
+    real = [exc for exc in failures if not isinstance(exc, threading.BrokenBarrierError)]
+    assert not failures, f"a claimer failed: {(real or failures)[0]!r}"
     keys = [key for keys in won for key in keys]
     assert len(keys) == len(set(keys)) == 30, [len(k) for k in won]
     assert folder_count(config, "server", CLAIMS) == 30

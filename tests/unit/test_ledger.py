@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 
 import pytest
 
@@ -203,3 +204,26 @@ def test_the_postgresql_password_comes_from_the_command_and_is_never_shown(postg
     with pytest.raises(Exception) as error:
         open_ledger(load_config(config))
     assert "refused the login" in str(error.value) and "wrong-password" not in str(error.value)
+
+
+def test_workers_opening_a_new_ledger_together_all_get_it(tmp_path):
+    # Switching a new file to WAL takes a lock SQLite does not wait for: before
+    # the retry, about one three-way start in twenty failed "database is locked".
+    failures = []
+    for round_ in range(60):
+        path = tmp_path / f"ledger-{round_}.sqlite"
+        barrier = threading.Barrier(3, timeout=30)
+
+        def open_it():
+            barrier.wait()
+            try:
+                SqliteLedger(path).close()
+            except BaseException as exc:  # noqa: BLE001 - counted below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_it, daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert failures == []
