@@ -52,7 +52,7 @@ def top(pop: poplib.POP3, number: int, max_bytes: int, lines: int = 0) -> bytes:
 
 
 def _multiline(pop: poplib.POP3, command: str, max_bytes: int, keep_head: bool = False) -> bytes | OverCap:
-    pop._putcmd(command)
+    pop.sock.sendall(command.encode("ascii") + b"\r\n")
     status = _status_line(pop)
     if not status.startswith(b"+"):
         raise MessageError(status.decode("utf-8", "replace"))
