@@ -17,8 +17,8 @@ small, on 2 cores or 64.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 DEFAULT_BUDGET_PIXELS = 40_000_000
 DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024

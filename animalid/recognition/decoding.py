@@ -30,7 +30,13 @@ from PIL import Image, UnidentifiedImageError
 
 from animalid.errors import BadImageError
 from animalid.recognition.decode_budget import DecodeBudget
-from animalid.recognition.images import SEND_AS_JPEG, _check_header, _read_bytes, _short, to_rgb
+from animalid.recognition.images import (
+    SEND_AS_JPEG,
+    _check_header,
+    _read_bytes,
+    _short,
+    to_rgb,
+)
 
 BAND_BYTES = 16 * 1024 * 1024  # about this much converted at a time
 _WHOLE_IMAGE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # scaled by the picture's extrema

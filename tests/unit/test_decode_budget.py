@@ -57,9 +57,8 @@ def test_bytes_are_budgeted_too():
 
 def test_an_exception_gives_the_share_back():
     budget = DecodeBudget(max_pixels=10)
-    with pytest.raises(RuntimeError):
-        with budget.hold(10):
-            raise RuntimeError("bad image")
+    with pytest.raises(RuntimeError), budget.hold(10):
+        raise RuntimeError("bad image")
     assert budget.in_flight == (0, 0)
     with pytest.raises(ValueError):
         DecodeBudget(max_pixels=0)
