@@ -378,3 +378,96 @@ def test_a_recipient_deferred_again_and_again_is_set_aside_not_the_batch(mailhub
     reason = next(row[4] for row in ledger_rows(config) if row[1] == stuck["Message-ID"])
     assert "451" in reason, reason
     empty_mailbox(config, "server")
+
+
+# -- 6. an IMAP server without UIDPLUS -------------------------------------------------
+
+# Dovecot's own list less UIDPLUS (RFC 4315): no UID EXPUNGE.
+NO_UIDPLUS = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT UNSELECT CHILDREN NAMESPACE "
+              "LIST-EXTENDED I18NLEVEL=1 CONDSTORE ESEARCH LIST-STATUS BINARY MOVE LITERAL+ SPECIAL-USE")
+
+
+@pytest.fixture(scope="module")
+def hub_without_uidplus():
+    import shutil
+    import tempfile
+
+    from animalid.devhub import start_on_free_offset
+    from animalid.testing.harness import CLIENTS
+
+    state = tempfile.mkdtemp(prefix="mhu", dir="/tmp")
+    hub = start_on_free_offset(state, clients=CLIENTS, imap_capability=NO_UIDPLUS)
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        shutil.rmtree(hub.state, ignore_errors=True)
+
+
+def inbox_uids(hub, account: str) -> list[int]:
+    """Every UID in the INBOX, \\Deleted ones included."""
+    import ssl
+
+    import imapclient
+
+    client = imapclient.IMAPClient("127.0.0.1", hub.ports["imaps"],
+                                   ssl_context=ssl.create_default_context(cafile=str(hub.ca_file)))
+    try:
+        client.login(account, (Path(hub.state) / "secrets" / account.partition("@")[0]).read_text())
+        client.select_folder("INBOX", readonly=True)
+        return list(client.search("ALL"))
+    finally:
+        client.logout()
+
+
+def test_without_uidplus_answered_requests_do_not_stay_flagged_deleted(hub_without_uidplus, tmp_path, classifier):
+    hub = hub_without_uidplus
+    config = make_config(hub, tmp_path, "client1", "imap", "imap")
+    requests = [request_from(hub, "client1", "u1-dog.png", photo("dog.png")),
+                request_from(hub, "client2", "u2-tiger.png", photo("tiger.png"))]
+    for request, client in zip(requests, ["client1", "client2"]):
+        submit(hub, hub.address(client), request)
+    with running_server(config, classifier) as server:
+        assert not server.mailbox.supports_claims(), "the hub still announces UIDPLUS"
+        wait_for(lambda: answered(config, *(r["Message-ID"] for r in requests)), timeout=90,
+                 what="both requests answered")
+        wait_for(lambda: not inbox_uids(hub, hub.server), timeout=30,
+                 what="the answered requests expunged, not left flagged \\Deleted")
+
+
+# -- 6. a bounced reply ------------------------------------------------------------------
+
+def delivery_report(hub, reply_headers: bytes) -> bytes:
+    """A delivery report (RFC 3464, RFC 6522) as a remote MTA would send about our reply."""
+    boundary = "report-7a1"
+    return (f"From: MAILER-DAEMON@mx.elsewhere.example\r\nTo: {hub.server}\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\nAuto-Submitted: auto-replied\r\n"
+            f"Message-ID: <dsn-1@mx.elsewhere.example>\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n\r\n'
+            f"--{boundary}\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+            f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.elsewhere.example\r\n\r\n"
+            "Final-Recipient: rfc822; gone@elsewhere.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+            "Diagnostic-Code: smtp; 550 5.1.1 <gone@elsewhere.example>: mailbox unavailable\r\n"
+            f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").encode() + reply_headers + \
+        f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_a_bounced_reply_is_recorded_and_shown_by_status(mailhub, configs, classifier):
+    from animalid.testing.harness import ROOT, run_cli
+
+    config = configs("client1", "imap", "imap")
+    request = request_from(mailhub, "client1", "bounce-dog.png", photo("dog.png"))
+    submit(mailhub, mailhub.address("client1"), request)
+    with running_server(config, classifier):
+        wait_for(lambda: answered(config, request["Message-ID"]), timeout=90, what="the request answered")
+        reply = wait_for(lambda: replies_by_request(configs("client1", "imap")).get(request["Message-ID"]),
+                         timeout=60, what="the reply")[0]
+        headers = reply.partition(b"\r\n\r\n")[0]
+        send_mx(mailhub, delivery_report(mailhub, headers), "")
+        wait_for(lambda: any("bounced" in row[4] for row in ledger_rows(config)), timeout=60,
+                 what="the bounce recorded against the request")
+    status = run_cli(str(ROOT / "server.py"), "--config", str(config), "--status")
+    assert status.returncode == 0, status.stderr
+    line = next(line for line in status.stdout.splitlines() if request["Message-ID"] in line)
+    assert "bounced" in line and "550 5.1.1" in line, status.stdout
