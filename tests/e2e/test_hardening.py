@@ -300,13 +300,12 @@ def small_tmpfs(tmp_path):
 
 def fill(folder: Path) -> Path:
     filler = folder / "filler"
-    with open(filler, "wb") as handle:
-        try:
+    try:
+        with open(filler, "wb", buffering=0) as handle:
             while True:
                 handle.write(b"\0" * 4096)
-                handle.flush()
-        except OSError:
-            pass
+    except OSError:  # ENOSPC: full
+        pass
     return filler
 
 
