@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
-from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request, parse_reply
 from animalid.server.claims import Claims
 from animalid.server.ledger import ANSWERED, SqliteLedger
@@ -152,13 +152,13 @@ def test_workers_racing_for_the_same_requests_each_win_different_ones(mailhub, t
 
     def worker(index: int) -> None:
         try:
-            with open_mailbox(load_config(config), "server", "imap") as box, \
+            with edge.mailbox(load_config(config), "server", "imap") as box, \
                     SqliteLedger(tmp_path / "ledger.sqlite") as ledger:
                 ledger.worker = f"w{index}"
                 claims = Claims(box, ledger, CLAIMS, lease=60, worker=ledger.worker)
                 barrier.wait()
                 while True:
-                    refs = box.list()
+                    refs = box.list_messages()
                     if not refs:
                         break
                     won[index] += [ref.key for ref in claims.take(refs)]
