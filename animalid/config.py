@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .errors import ConfigError
 from .credentials import SecretSource
+from .errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.ini"
 # The one table of defaults: config.ini as shipped holds exactly these values.

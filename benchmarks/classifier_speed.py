@@ -124,10 +124,10 @@ def main() -> int:
             f"c = edge.classifier(load_config(), spec=EnsembleSpec.load({str(paths[mode])!r})); "
             f"c.classify([('x', open({str(PHOTO)!r}, 'rb').read())] * 16)")
 
-    import animalid.recognition.classifier as classifier_module
-
     import torch  # noqa: F401  (imported before the clock starts: "load" is the networks alone)
     from torchvision.models import EfficientNet_B0_Weights  # noqa: F401
+
+    import animalid.recognition.classifier as classifier_module
 
     classifiers = {}
     for mode in modes:

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             answers: list[int] = [0] * args.sessions
             barrier = threading.Barrier(args.sessions)
 
-            def move(index: int) -> None:
+            def move(index: int, barrier=barrier, uids=uids, answers=answers) -> None:
                 client = sessions[index]
                 client._imap.untagged_responses.pop("COPYUID", None)
                 barrier.wait()

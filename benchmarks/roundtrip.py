@@ -39,10 +39,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from animalid.cli import settings as edge
+from animalid.cli import settings as edge  # noqa: E402
+from animalid.client.requester import Requester  # noqa: E402
 from animalid.config import load_config  # noqa: E402
 from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
-from animalid.client.requester import Requester  # noqa: E402
 from animalid.server.service import load_classifier, serving_in_background  # noqa: E402
 
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"

@@ -22,12 +22,21 @@ from urllib.parse import urlsplit
 from animalid.client.pending import PendingRecord
 from animalid.client.requester import Requester
 from animalid.config import Config, Section
+from animalid.mail.mailbox import Mailbox
 from animalid.mail.messages import Limits
 from animalid.mail.protection import MIN_SECRET_CHARS, Protection
 from animalid.mail.receiving import RECEIVE_CHOICES, ReceiveSettings, open_mailbox
-from animalid.mail.mailbox import Mailbox
-from animalid.mail.transport import (AUTH_CHOICES, ROLES, SECURITY_CHOICES, STANDARD_PORTS, Account, Endpoint,
-                                     SmtpSender, is_loopback_host, looks_like_address)
+from animalid.mail.transport import (
+    AUTH_CHOICES,
+    ROLES,
+    SECURITY_CHOICES,
+    STANDARD_PORTS,
+    Account,
+    Endpoint,
+    SmtpSender,
+    is_loopback_host,
+    looks_like_address,
+)
 from animalid.server.ledger import POSTGRES_SCHEMES, LedgerSettings
 from animalid.server.settings import AllowedSenders, ServerSettings
 

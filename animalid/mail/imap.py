@@ -302,7 +302,7 @@ class ImapMailbox(Mailbox):
         for folder, group in _by_folder(refs).items():
             uids = [ref.handle for ref in group]
 
-            def remove(client, f=folder):
+            def remove(client, f=folder, uids=uids):
                 self._select(client, f)
                 client.add_flags(uids, [b"\\Deleted"], silent=True)
                 self._expunge(client, uids)
@@ -324,7 +324,7 @@ class ImapMailbox(Mailbox):
         for source, group in _by_folder(refs).items():
             uids = [ref.handle for ref in group]
 
-            def move(client, s=source):
+            def move(client, s=source, uids=uids):
                 self._ensure_folder(client, folder)
                 self._select(client, s)
                 if client.has_capability("MOVE"):

@@ -37,8 +37,7 @@ from email.message import EmailMessage
 from typing import Callable, TypeVar
 
 from animalid.credentials import SecretSource
-from animalid.errors import (AnimalIdError, AuthError, ConfigError, PermanentError, TransientError,
-                     UnreachableError)
+from animalid.errors import AnimalIdError, AuthError, ConfigError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import server_text
 
 log = logging.getLogger(__name__)

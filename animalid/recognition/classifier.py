@@ -24,10 +24,17 @@ from animalid.errors import BadImageError
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.images import DEFAULT_MAX_PIXELS, load_image
 from animalid.recognition.knowledge import load_knowledge_base
+from animalid.recognition.model import (
+    EnsembleSpec,
+    ModelSpec,
+    build_view_transform,
+    class_labels,
+    combine,
+    load_network,
+    pick_device,
+)
 from animalid.recognition.placement import CPU_BATCH_TENSORS, Placement
 from animalid.recognition.prefetch import prefetched, thread_pool
-from animalid.recognition.model import (EnsembleSpec, ModelSpec, build_view_transform, class_labels,
-                                        combine, load_network, pick_device)
 
 log = logging.getLogger(__name__)
 

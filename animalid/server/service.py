@@ -41,11 +41,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from animalid.errors import AnimalIdError, PermanentError, TransientError
-from animalid.pidlock import FileLock, LockHeld
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
 from animalid.mail.protection import Protection
 from animalid.mail.transport import MessageRejected, SmtpSender, backoff_delay
+from animalid.pidlock import FileLock, LockHeld
 from animalid.server.answering import SEND_ATTEMPTS, Answerer, ClassifierLike
 from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
 from animalid.server.jobs import Job, PassStats, Verdict

@@ -28,10 +28,10 @@ from pathlib import Path
 
 from animalid.cli import settings as edge
 from animalid.config import load_config
-from animalid.server.ledger import open_ledger
-from animalid.mail.mailbox import MailRef
 from animalid.mail.headers import message_ids
+from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_request, parse_bytes
+from animalid.server.ledger import open_ledger
 from animalid.server.service import serving_in_background
 
 # The repository: the package is installed editable from it (make install).

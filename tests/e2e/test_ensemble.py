@@ -69,7 +69,7 @@ def test_each_member_sees_every_view_and_the_mirror_is_the_flipped_picture(modes
     assert full.spec.views == ["pad", "pad-mirror", "crop", "crop-mirror"]
     assert len(full.networks) == 3
     image = load_image(PHOTOS / "tiger.png")
-    for (network, views_of), member in zip(full.networks, full.spec.members):
+    for (_network, views_of), member in zip(full.networks, full.spec.members):
         pad, pad_mirror, crop, crop_mirror = views_of(image)
         size = member.spec.crop
         assert pad.shape == crop.shape == (3, size, size)

@@ -37,9 +37,22 @@ from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.mail.messages import REPLY_ID_TAG, parse_bytes, parse_reply
 from animalid.server.ledger import ANSWERED
-from animalid.testing.harness import (FAMILY, PHOTOS, ROOT, fetchmail_fetch, ledger_state, mailbox_messages,
-                                      neomutt_send, replies_by_request, require_tool, run_cli,
-                                      running_server, submit, swaks_send, wait_for)
+from animalid.testing.harness import (
+    FAMILY,
+    PHOTOS,
+    ROOT,
+    fetchmail_fetch,
+    ledger_state,
+    mailbox_messages,
+    neomutt_send,
+    replies_by_request,
+    require_tool,
+    run_cli,
+    running_server,
+    submit,
+    swaks_send,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

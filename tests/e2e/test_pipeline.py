@@ -8,8 +8,7 @@ import pytest
 from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.server.ledger import ANSWERED
-from animalid.testing.harness import (assert_answers, ledger_states, photo, replies_by_request,
-                                      running_server, wait_for)
+from animalid.testing.harness import assert_answers, ledger_states, photo, replies_by_request, running_server, wait_for
 
 PHOTOS = ("tiger.png", "dog.png", "bison.png")
 

@@ -19,15 +19,33 @@ from pathlib import Path
 import pytest
 
 from animalid.cli import settings as edge
+from animalid.client.requester import AnswerTimeout
 from animalid.config import load_config
 from animalid.errors import ConfigError
-from animalid.server.ledger import ANSWERED, REFUSED
-from animalid.mail.messages import (LOOP_GUARD, REQUEST_KIND, Limits, build_reply, build_request,
-                               parse_bytes, parse_incoming, parse_reply)
+from animalid.mail.messages import (
+    LOOP_GUARD,
+    REQUEST_KIND,
+    Limits,
+    build_reply,
+    build_request,
+    parse_bytes,
+    parse_incoming,
+    parse_reply,
+)
 from animalid.mail.protection import SIGNATURE_HEADER, Protection
-from animalid.client.requester import AnswerTimeout
-from animalid.testing.harness import (CLIENTS, assert_answers, empty_mailbox, ledger_state, make_config,
-                               photo, replies_by_request, running_server, send_mx, wait_for)
+from animalid.server.ledger import ANSWERED, REFUSED
+from animalid.testing.harness import (
+    CLIENTS,
+    assert_answers,
+    empty_mailbox,
+    ledger_state,
+    make_config,
+    photo,
+    replies_by_request,
+    running_server,
+    send_mx,
+    wait_for,
+)
 
 SERVER = "server@hub.test"
 CLIENT = "client1@hub.test"

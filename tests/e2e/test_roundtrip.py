@@ -20,12 +20,24 @@ import pytest
 
 from animalid.cli import settings as edge
 from animalid.config import load_config
-from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, SqliteLedger as Ledger
 from animalid.mail.messages import build_request, parse_bytes
-from animalid.testing.harness import (CLIENTS, PHOTOS, assert_answers, drop_connections,  # noqa: F401
-                               ledger_state, mailbox_messages, make_config, photo, run_cli,
-                               running_server, send_from_outside, send_raw, wait_for)
-
+from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE
+from animalid.server.ledger import SqliteLedger as Ledger
+from animalid.testing.harness import (  # noqa: F401
+    CLIENTS,
+    PHOTOS,
+    assert_answers,
+    drop_connections,
+    ledger_state,
+    mailbox_messages,
+    make_config,
+    photo,
+    run_cli,
+    running_server,
+    send_from_outside,
+    send_raw,
+    wait_for,
+)
 
 # -- round trips --------------------------------------------------------------
 
@@ -95,7 +107,7 @@ def test_several_clients_at_once_each_get_their_own_answers(configs, classifier)
             thread.join(90)
     assert not errors, errors
     assert sorted(results) == list(CLIENTS)
-    for client, by_label in results.items():
+    for by_label in results.values():
         assert len(by_label) == 3
         for label, answers in by_label.items():
             assert_answers(answers, [label])
@@ -160,7 +172,7 @@ def test_answered_but_not_deleted_request_is_removed_without_a_second_reply(conf
         message_id = requester.send([("tiger.png", photo("tiger.png"))])
     # As if the server crashed between RECORD and DELETE: the ledger says answered.
     with edge.mailbox(load_config(config), "server", "pop3") as box:
-        (ref,) = wait_for(box.list, what="the request")
+        (ref,) = wait_for(box.list_messages, what="the request")
         box.end_pass()
     state_file = load_config(config).section("server").get_path("state_file")
     with Ledger(state_file) as ledger:
@@ -175,7 +187,7 @@ def test_request_failing_too_often_is_set_aside_and_its_sender_told(configs, cla
     with edge.requester(load_config(config)) as requester:
         message_id = requester.send([("tiger.png", photo("tiger.png"))])
         with edge.mailbox(load_config(config), "server", "imap") as box:
-            (ref,) = wait_for(box.list, what="the request")
+            (ref,) = wait_for(box.list_messages, what="the request")
         state_file = load_config(config).section("server").get_path("state_file")
         with Ledger(state_file) as ledger:  # as if two earlier tries had crashed the server
             ledger.begin_attempts([ref.key, ref.key])

@@ -26,10 +26,24 @@ from animalid.config import load_config
 from animalid.mail.messages import build_request, parse_reply
 from animalid.server.claims import Claims
 from animalid.server.ledger import ANSWERED, SqliteLedger
-from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answers, empty_mailbox, folder_count,
-                                      ledger_claims, ledger_records, ledger_reservations, make_config,
-                                      mailbox_messages, photo, replies_by_request, run_cli, submit,
-                                      wait_for)
+from animalid.testing.harness import (
+    CLIENTS,
+    Burst,
+    ServerProcess,
+    assert_answers,
+    empty_mailbox,
+    folder_count,
+    ledger_claims,
+    ledger_records,
+    ledger_reservations,
+    mailbox_messages,
+    make_config,
+    photo,
+    replies_by_request,
+    run_cli,
+    submit,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

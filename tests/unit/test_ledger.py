@@ -17,8 +17,15 @@ import pytest
 from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.errors import ConfigError
-from animalid.server.ledger import (ANSWERED, IGNORED, UNRECORDED_CLAIM_PREFIX, Ledger, PostgresLedger, SqliteLedger,
-                                    open_ledger)
+from animalid.server.ledger import (
+    ANSWERED,
+    IGNORED,
+    UNRECORDED_CLAIM_PREFIX,
+    Ledger,
+    PostgresLedger,
+    SqliteLedger,
+    open_ledger,
+)
 
 RACERS = 4
 
@@ -215,7 +222,7 @@ def test_workers_opening_a_new_ledger_together_all_get_it(tmp_path):
         path = tmp_path / f"ledger-{round_}.sqlite"
         barrier = threading.Barrier(3, timeout=30)
 
-        def open_it():
+        def open_it(barrier=barrier, path=path):
             barrier.wait()
             try:
                 SqliteLedger(path).close()

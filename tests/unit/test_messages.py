@@ -14,14 +14,36 @@ import pytest
 from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.errors import AuthError, ConfigError, PermanentError, TransientError, UnreachableError
-from animalid.server.ledger import ANSWERED, IGNORED, SEEN, SET_ASIDE, SqliteLedger as Ledger
-from animalid.mail.messages import (AUTO_SUBMITTED, BOUNCE, LOOP_GUARD, MAILING_LIST, NO_SENDER, OWN_MAIL,
-                               REQUEST_KIND, Limits, build_reply, build_request, clean_text,
-                               error_answers, image_type_of, parse_incoming, parse_reply,
-                               reply_headers_match, safe_name)
-from animalid.mail.transport import (Endpoint, MessageRejected, backoff_delay,
-                                check_credentials_protected, send_with_retry, smtp_error,
-                                xoauth2_string)
+from animalid.mail.messages import (
+    AUTO_SUBMITTED,
+    BOUNCE,
+    LOOP_GUARD,
+    MAILING_LIST,
+    NO_SENDER,
+    OWN_MAIL,
+    REQUEST_KIND,
+    Limits,
+    build_reply,
+    build_request,
+    clean_text,
+    error_answers,
+    image_type_of,
+    parse_incoming,
+    parse_reply,
+    reply_headers_match,
+    safe_name,
+)
+from animalid.mail.transport import (
+    Endpoint,
+    MessageRejected,
+    backoff_delay,
+    check_credentials_protected,
+    send_with_retry,
+    smtp_error,
+    xoauth2_string,
+)
+from animalid.server.ledger import ANSWERED, IGNORED, SEEN, SET_ASIDE
+from animalid.server.ledger import SqliteLedger as Ledger
 
 SERVER = "server@hub.test"
 CLIENT = "client1@hub.test"

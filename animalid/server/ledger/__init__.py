@@ -13,9 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from animalid.credentials import SecretSource
-from animalid.server.ledger.base import (ANSWERED, FINAL_STATES, IGNORED, POSTGRES_SCHEMES, REFUSED,
-                                         SEEN, SET_ASIDE, UNRECORDED_CLAIM_PREFIX, Claim, Ledger,
-                                         Outcome, Record)
+from animalid.server.ledger.base import (
+    ANSWERED,
+    FINAL_STATES,
+    IGNORED,
+    POSTGRES_SCHEMES,
+    REFUSED,
+    SEEN,
+    SET_ASIDE,
+    UNRECORDED_CLAIM_PREFIX,
+    Claim,
+    Ledger,
+    Outcome,
+    Record,
+)
 from animalid.server.ledger.postgres import PostgresLedger
 from animalid.server.ledger.sqlite import SqliteLedger
 

@@ -49,7 +49,6 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-
 log = logging.getLogger(__name__)
 
 SEEN = "seen"
