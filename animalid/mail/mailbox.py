@@ -74,7 +74,7 @@ class Mailbox(ABC):
     def __enter__(self) -> "Mailbox":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @abstractmethod
@@ -123,6 +123,14 @@ class Mailbox(ABC):
 
     def release(self, refs: list[MailRef]) -> dict[str, MailRef]:
         raise PermanentError(f"{self.protocol.upper()} cannot claim messages")
+
+    def list_folder(self, folder: str, create: bool = True) -> tuple[int, list[int]]:
+        """(UIDVALIDITY, UIDs) of another folder: IMAP only."""
+        raise PermanentError(f"{self.protocol.upper()} has no folders")
+
+    def uidvalidity_of(self, folder: str) -> int:
+        """The UIDVALIDITY of ``folder``: IMAP only."""
+        raise PermanentError(f"{self.protocol.upper()} has no folders")
 
     def verify_login(self) -> None:
         """Connect and log in now, so a wrong password shows before any work."""

@@ -50,7 +50,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage, Message
-from typing import Sequence
+from typing import Any, Sequence
 
 from animalid.contract import render_answers
 from animalid.mail.decorations import find_decorations
@@ -139,7 +139,7 @@ class Reply:
 
     in_reply_to: list[str]
     references: list[str]
-    answers: list[dict] | None  # None when the JSON part is missing or unreadable
+    answers: list[dict[str, Any]] | None  # None when the JSON part is missing or unreadable
     text: str
     from_animalid: bool
     protection_problem: str = ""  # why the signature / encryption check failed
@@ -215,7 +215,7 @@ def _attach_images(message: EmailMessage, files: list[tuple[str, bytes]]) -> Non
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
 
 
-def build_reply(request: Incoming, sender: str, answers: list[dict], note: str = "",
+def build_reply(request: Incoming, sender: str, answers: list[dict[str, Any]], note: str = "",
                 now: datetime | None = None, protection: Protection | None = None,
                 display_name: str = "") -> EmailMessage:
     """The answer to ``request``: readable text plus the contract JSON (sealed and/or signed with keys).
@@ -271,7 +271,7 @@ def skipped_text(skipped: Sequence[str]) -> str:
             "to have it identified.")
 
 
-def error_answers(request: Incoming, reason: str) -> list[dict]:
+def error_answers(request: Incoming, reason: str) -> list[dict[str, Any]]:
     """One contract error object per image (or one for the message) saying ``reason``."""
     if not request.images:
         return [{"file": "(message)", "error": reason}]
@@ -386,7 +386,7 @@ def single_sender(message: Message) -> tuple[str, str]:
         return "", "more than one From header"
     legacy = bare_address(read_header(message, "From"))
     try:
-        header = message["From"]
+        header: Any = message["From"]  # email.headerregistry.AddressHeader (policy.default)
         modern = [address.addr_spec.lower() for address in header.addresses]
         invalid = [d for d in header.defects if isinstance(d, email.errors.InvalidHeaderDefect)]
     except Exception:  # noqa: BLE001 - the header parser on hostile input
@@ -582,11 +582,11 @@ def _check_reply(message: Message, reply: Reply, protection: Protection) -> None
         reply.answers = None
 
 
-def _errors_only(answers: list[dict] | None) -> bool:
-    return bool(answers) and all(set(answer) == {"file", "error"} for answer in answers)
+def _errors_only(answers: list[dict[str, Any]] | None) -> bool:
+    return bool(answers) and all(set(answer) == {"file", "error"} for answer in answers or [])
 
 
-def reply_headers_match(raw_headers: bytes, outstanding: set[str] | dict) -> str | None:
+def reply_headers_match(raw_headers: bytes, outstanding: set[str] | dict[str, Any]) -> str | None:
     """Which outstanding request id this (header-only) message replies to, if any."""
     message = parse_bytes(raw_headers)
     for message_id in message_ids(read_header(message, "In-Reply-To")):
@@ -595,7 +595,7 @@ def reply_headers_match(raw_headers: bytes, outstanding: set[str] | dict) -> str
     return None
 
 
-def _answers_from_json(data: bytes) -> list[dict] | None:
+def _answers_from_json(data: bytes) -> list[dict[str, Any]] | None:
     if not data or len(data) > MAX_ANSWERS_JSON_BYTES:
         return None
     try:

@@ -250,7 +250,7 @@ class SmtpSender:
     def __enter__(self) -> "SmtpSender":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def send(self, message: EmailMessage, recipients: list[str] | None = None) -> None:
@@ -306,7 +306,7 @@ class SmtpSender:
         endpoint = self.endpoint
         log.debug("connecting to %s (%s)", endpoint.where, endpoint.security)
         if endpoint.security == "tls":
-            smtp = smtplib.SMTP_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
                                     context=endpoint.tls_context())
         else:
             smtp = smtplib.SMTP(endpoint.host, endpoint.port, timeout=endpoint.timeout)
@@ -370,5 +370,5 @@ def send_with_retry(action: Callable[[], T], attempts: int = 4, base_delay: floa
 
 def backoff_delay(attempt: int, base_delay: float, max_delay: float) -> float:
     """base, 2*base, 4*base ... never above max_delay (attempt counts from 1)."""
-    return min(max_delay, base_delay * (2 ** max(0, attempt - 1)))
+    return float(min(max_delay, base_delay * (2 ** max(0, attempt - 1))))
 

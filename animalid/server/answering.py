@@ -75,7 +75,11 @@ class Answerer:
             self._classify(jobs)
             return self._answer(jobs, stats)
         rejected: list[tuple[Job, str]] = []
-        with SendingStage(lambda chunk: self._answer(chunk, stats, rejected)) as stage:
+        def answer(chunk: Sequence[Job]) -> list[MailRef]:
+            return self._answer(list(chunk), stats, rejected)
+
+        stage: SendingStage[Job, MailRef]
+        with SendingStage(answer) as stage:
             for chunk in chunks:
                 self._classify(chunk)
                 if not stage.put(chunk):
@@ -204,11 +208,11 @@ class Answerer:
                         what="sending the reply")
 
 
-def _count(items: list, noun: str) -> str:
+def _count(items: Sequence[object], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
-def outcome(answers: list[dict], skipped: list[str], seconds: float) -> tuple[str, str]:
+def outcome(answers: list[dict[str, Any]], skipped: list[str], seconds: float) -> tuple[str, str]:
     """The action and reason of an answered message's log line, saying what the answer holds:
     "answered (2 images, 0.41 s)", "answered with errors (1 of 2 images failed, 0.41 s)",
     "answered with errors (no image: <why>, 0.02 s)"; skipped decorations are counted."""

@@ -53,6 +53,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from animalid.errors import AnimalIdError
 from animalid.mail.mailbox import Mailbox, MailRef
@@ -90,7 +91,7 @@ class Claims:
     """One worker's side of the claim protocol (see the module docstring)."""
 
     def __init__(self, mailbox: Mailbox, ledger: Ledger, folder: str, lease: float, worker: str,
-                 clock=time.time, monotonic=time.monotonic):
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.mailbox, self.ledger = mailbox, ledger
         self.folder, self.lease, self.worker = folder, lease, worker
         self._clock, self._monotonic = clock, monotonic
@@ -106,7 +107,7 @@ class Claims:
         return max(MIN_BEAT_S, self.lease / BEATS_PER_LEASE)
 
     def seconds_to_beat(self) -> float:
-        return max(0.0, self._next_beat - self._monotonic())
+        return max(0.0, float(self._next_beat - self._monotonic()))
 
     # -- the heartbeat --------------------------------------------------------
 

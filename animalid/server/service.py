@@ -36,9 +36,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from animalid.errors import AnimalIdError, PermanentError, TransientError
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
@@ -138,9 +140,9 @@ class Server:
             self._lock.acquire(why=POP3_ALONE)
         try:
             self.ledger = open_ledger(self.settings.ledger_settings)
-            self.ledger.worker = self.worker
+            self._ledger.worker = self.worker
             self.answerer.ledger = self.ledger
-            self.ledger.prune()
+            self._ledger.prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
             self.mailbox.verify_login()
@@ -161,7 +163,7 @@ class Server:
             return
         self._lock.acquire(shared=True)
         settings = self.settings
-        self.claims = Claims(self.mailbox, self.ledger, settings.claims_folder, settings.claim_lease,
+        self.claims = Claims(self.mailbox, self._ledger, settings.claims_folder, settings.claim_lease,
                              self.worker)
         self.answerer.claims = self.claims
         self.claims.beat()  # claims of a worker that died before we started go back now
@@ -187,15 +189,22 @@ class Server:
             except AnimalIdError as exc:
                 log.debug("while closing: %s", exc)
         if self.ledger is not None:
-            self.ledger.close()
+            self._ledger.close()
             self.ledger = None
         self._lock.release()
 
     def __enter__(self) -> "Server":
         return self.open()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def _ledger(self) -> Ledger:
+        """The ledger, which ``open()`` opens before anything needs it."""
+        if self.ledger is None:
+            raise PermanentError("the server is not open (call open() first)")
+        return self.ledger
 
     def _load_classifier(self) -> None:
         started = time.monotonic()
@@ -236,7 +245,7 @@ class Server:
         if self.claims is None:
             return " (the only server on this mailbox)"
         return (f" as worker {self.worker}, sharing the mailbox (claims in {self.claims.folder}, "
-                f"lease {self.claims.lease:g} s, ledger {self.ledger.describe()})")
+                f"lease {self.claims.lease:g} s, ledger {self._ledger.describe()})")
 
     def _wait_for_mail(self, soon: bool = False) -> None:
         """Until new mail may be there, or (sharing) the next lease beat is due, or with
@@ -276,6 +285,7 @@ class Server:
         """One pass of a worker sharing the mailbox: claim a few requests, then work on
         everything it holds (those, and any it could not finish before)."""
         claims = self.claims
+        assert claims is not None, "only a server sharing its mailbox holds claims"
         claims.progress()
         claims.beat_if_due()
         new_refs = self._skip_finished(self.mailbox.list_messages())
@@ -291,7 +301,7 @@ class Server:
     def _settle_finished_claims(self, held: list[MailRef]) -> list[MailRef]:
         """Claims already final in the ledger (a step after RECORD failed): finish the
         step; the rest, to work on."""
-        finals = self.ledger.known_final_keys([ref.key for ref in held])
+        finals = self._ledger.known_final_keys([ref.key for ref in held])
         if not finals:
             return held
         state = {ref.key: finals[ref.key].state for ref in held if ref.key in finals}
@@ -299,10 +309,12 @@ class Server:
         aside = [ref for ref in held if state.get(ref.key) == SET_ASIDE]
         if answered:
             self._remove_answered(answered)
+        claims = self.claims
+        assert claims is not None, "only a server sharing its mailbox holds claims"
         if aside:
             self.mailbox.set_aside(aside, self.settings.failed_folder)
-            self.claims.finished(aside)
-        self.claims.give_back([ref for ref in held if state.get(ref.key) in (IGNORED, REFUSED)])
+            claims.finished(aside)
+        claims.give_back([ref for ref in held if state.get(ref.key) in (IGNORED, REFUSED)])
         return [ref for ref in held if ref.key not in finals]
 
     def _stale_before(self) -> float:
@@ -320,7 +332,7 @@ class Server:
             log.warning("ending the pass: %s", exc)
 
     def _skip_finished(self, refs: list[MailRef]) -> list[MailRef]:
-        finished = self.ledger.known_final_keys([ref.key for ref in refs])
+        finished = self._ledger.known_final_keys([ref.key for ref in refs])
         # Answered before a crash (or a failed POP3 QUIT) but still there: remove now.
         leftovers = [ref for ref in refs if ref.key in finished and finished[ref.key].state == ANSWERED]
         if leftovers:
@@ -331,7 +343,8 @@ class Server:
     @staticmethod
     def _take_batch(refs: list[MailRef], max_message_bytes: int) -> list[MailRef]:
         """The first messages that fit the per-pass budget (always at least one)."""
-        batch, total = [], 0
+        batch: list[MailRef] = []
+        total = 0
         for ref in refs[:MAX_MESSAGES_PER_PASS]:
             size = ref.size or 0
             total += size if size <= max_message_bytes else 0  # too large: not downloaded
@@ -342,13 +355,13 @@ class Server:
 
     def _handle_batch(self, refs: list[MailRef], stats: PassStats) -> None:
         # Counted before any work: a message that crashes the server counts too.
-        attempts = self.ledger.begin_attempts([ref.key for ref in refs])
+        attempts = self._ledger.begin_attempts([ref.key for ref in refs])
         try:
             self._work_on(refs, attempts, stats)
         except TransientError:
             # The mail servers failed, not the messages: those tries do not count.
             # (Finished messages are no longer "seen" and keep their state.)
-            self.ledger.release_attempts([ref.key for ref in refs])
+            self._ledger.release_attempts([ref.key for ref in refs])
             raise
 
     def _work_on(self, refs: list[MailRef], attempts: dict[str, int], stats: PassStats) -> None:
@@ -387,7 +400,7 @@ class Server:
             elif verdict is Verdict.KEEP:
                 keep.append(ref)
             elif verdict is Verdict.WAIT:
-                self.ledger.release_attempt(ref.key)  # waiting is not a failed try
+                self._ledger.release_attempt(ref.key)  # waiting is not a failed try
                 stats.waiting += 1
         if jobs:
             done += self.answerer.classify_and_answer(jobs, stats)
@@ -396,13 +409,14 @@ class Server:
         if keep and self.claims is not None:
             self.claims.give_back(keep)  # left in the mailbox: back to the INBOX
 
-    def _read(self, ref: MailRef, content, header_bytes) -> Incoming | None:
+    def _read(self, ref: MailRef, content: bytes | TooLarge | None,
+              header_bytes: bytes | None) -> Incoming | None:
         own = [self.settings.address]
         limits, protection = self.settings.limits, self.settings.protection
         try:
             if isinstance(content, TooLarge):
                 return parse_headers_only(header_bytes or b"", own, content.size, limits, protection)
-            return parse_incoming(content, own, limits, protection)
+            return parse_incoming(content or b"", own, limits, protection)
         except Exception as exc:  # the email package on hostile input: count as a failed try
             log.warning("%s: cannot parse the message (%s: %s)", ref.key, type(exc).__name__,
                         clean_text(exc))
@@ -411,7 +425,7 @@ class Server:
     def _triage(self, job: Job, stats: PassStats) -> "Verdict":
         """Decide what becomes of a request before any classifying (see ``Verdict``)."""
         ref, incoming = job.ref, job.incoming
-        ledger, settings = self.ledger, self.settings
+        ledger, settings = self._ledger, self.settings
         message_id, sender = incoming.message_id, incoming.sender
         if message_id:
             # Reserve first, then look for a final state: a worker that finishes
@@ -459,12 +473,12 @@ class Server:
     def _refuse_over_rate(self, job: Job) -> None:
         limit = self.settings.rate_limit_per_hour
         reason = f"rate limit: more than {limit} requests in an hour"
-        if self.ledger.take_event(job.incoming.sender, "rate-notice", RATE_WINDOW_S, 1):
+        if self._ledger.take_event(job.incoming.sender, "rate-notice", RATE_WINDOW_S, 1):
             text = (f"You have sent more than {limit} requests in the last hour; "
                     "this one was not processed. Please try again later.")
             self._send_notice(job, error_answers(job.incoming, text))
         self._log(job, "refused", reason)
-        self.ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
 
     def _refuse_unprotected(self, job: Job) -> None:
         """A request from an allowed address that fails the [security] check.
@@ -474,14 +488,14 @@ class Server:
         """
         reason = f"security check failed: {job.incoming.protection_problem}"
         if self.settings.protection.notify_failures:
-            if self.ledger.take_event(job.incoming.sender, "security-notice", RATE_WINDOW_S, 1):
+            if self._ledger.take_event(job.incoming.sender, "security-notice", RATE_WINDOW_S, 1):
                 text = (f"Your request was not processed: {job.incoming.protection_problem}. "
                         "Check that client and server share the same [security] keys.")
                 # Signed but not sealed: the sender may lack the key to open it.
                 self._send_notice(job, error_answers(job.incoming, text),
                                   replace(self.settings.protection, encryption_key=None))
         self._log(job, "refused", reason)
-        self.ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
 
     def _set_aside(self, job: Job, reason: str, tell_sender: bool) -> None:
         if tell_sender:
@@ -494,7 +508,7 @@ class Server:
                 self.claims.finished([job.ref])
         except TransientError as exc:
             log.warning("%s: could not move to %s: %s", job.ref.key, self.settings.failed_folder, exc)
-        self.ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "set-aside", reason)
 
     def _set_aside_unreadable(self, ref: MailRef) -> None:
@@ -505,10 +519,10 @@ class Server:
                 self.claims.finished([ref])
         except TransientError as exc:
             log.warning("%s: could not move to %s: %s", ref.key, self.settings.failed_folder, exc)
-        self.ledger.mark_set_aside(ref.key, reason=reason)
+        self._ledger.mark_set_aside(ref.key, reason=reason)
         log.info("%s from (unknown): set-aside (%s)", ref.key, reason)
 
-    def _send_notice(self, job: Job, answers: list[dict],
+    def _send_notice(self, job: Job, answers: list[dict[str, Any]],
                      protection: Protection | None = None) -> None:
         protection = self.settings.protection if protection is None else protection
         try:
@@ -519,8 +533,8 @@ class Server:
                         job.incoming.sender, exc)
 
     def _finish(self, state: str, job: Job, reason: str) -> None:
-        mark = {ANSWERED: self.ledger.mark_answered, SET_ASIDE: self.ledger.mark_set_aside,
-                IGNORED: self.ledger.mark_ignored, REFUSED: self.ledger.mark_refused}[state]
+        mark = {ANSWERED: self._ledger.mark_answered, SET_ASIDE: self._ledger.mark_set_aside,
+                IGNORED: self._ledger.mark_ignored, REFUSED: self._ledger.mark_refused}[state]
         mark(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "ignored", reason)
 
@@ -540,7 +554,7 @@ class Server:
 
 
 @contextmanager
-def serving_in_background(server: "Server", join_timeout: float = 15.0):
+def serving_in_background(server: "Server", join_timeout: float = 15.0) -> Iterator["Server"]:
     """``server.run()`` in a thread for the length of a ``with`` block.
 
     At the end the server is stopped and closed; a failure inside the thread,
@@ -548,7 +562,7 @@ def serving_in_background(server: "Server", join_timeout: float = 15.0):
     """
     failure: list[BaseException] = []
 
-    def serve():
+    def serve() -> None:
         try:
             server.run()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller below

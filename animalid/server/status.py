@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from typing import Callable
 
 from animalid.mail.mailbox import Mailbox
 from animalid.mail.messages import clean_text
-from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, open_ledger
+from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
 from animalid.server.settings import ServerSettings
 
 RECENT = 10
@@ -21,7 +22,7 @@ OUTCOME_WINDOW_S = 3600.0
 STATE_WORDS = {ANSWERED: "answered", IGNORED: "ignored", REFUSED: "refused", SET_ASIDE: "set aside"}
 
 
-def status_report(settings: ServerSettings, mailbox: Mailbox, now=time.time) -> str:
+def status_report(settings: ServerSettings, mailbox: Mailbox, now: Callable[[], float] = time.time) -> str:
     """The report for the server ``settings`` describe, whose mailbox is ``mailbox``."""
     receive, lease, claims_folder = settings.receive, settings.claim_lease, settings.claims_folder
     lines: list[str] = []
@@ -48,7 +49,7 @@ def status_report(settings: ServerSettings, mailbox: Mailbox, now=time.time) -> 
     return "\n".join(lines)
 
 
-def _claims(ledger, folder: str, uidvalidity: int, uids: list[int], lease: float, clock: float) -> list[str]:
+def _claims(ledger: Ledger, folder: str, uidvalidity: int, uids: list[int], lease: float, clock: float) -> list[str]:
     present = set(uids)
     rows = ledger.claims()
     lines = [f"claims    {len(uids)} in {folder} (lease {lease:g} s)"]
@@ -71,10 +72,10 @@ def _claims(ledger, folder: str, uidvalidity: int, uids: list[int], lease: float
     return lines
 
 
-def _outcomes(ledger, clock: float) -> list[str]:
+def _outcomes(ledger: Ledger, clock: float) -> list[str]:
     counts = ledger.outcome_counts(clock - OUTCOME_WINDOW_S)
-    by_state: Counter = Counter()
-    by_worker: Counter = Counter()
+    by_state: Counter[str] = Counter()
+    by_worker: Counter[str] = Counter()
     for (state, worker), count in counts.items():
         by_state[state] += count
         if state == ANSWERED:

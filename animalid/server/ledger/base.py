@@ -46,10 +46,15 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
+
+Row = tuple[Any, ...]  # one result row
+Clock = Callable[[], float]  # Unix seconds now (time.time; tests pass their own)
 
 SEEN = "seen"
 ANSWERED = "answered"
@@ -184,7 +189,7 @@ class Ledger(ABC):
     backend = ""
     worker = ""
 
-    def __init__(self, clock=time.time):
+    def __init__(self, clock: Clock = time.time):
         self._clock = clock
         self._lock = threading.RLock()
 
@@ -195,16 +200,16 @@ class Ledger(ABC):
         """Where the ledger is, for logs (never with a password)."""
 
     @abstractmethod
-    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         """Run one statement (``?`` placeholders); its rows ([] when it returns none)."""
 
     @abstractmethod
-    def _count(self, sql: str, params: tuple = ()) -> int:
+    def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Run one statement; how many rows it changed."""
 
     @abstractmethod
     @contextmanager
-    def _transaction(self, lock: str | None = None):
+    def _transaction(self, lock: str | None = None) -> Iterator[None]:
         """Statements inside run as one transaction; ``lock`` serialises on a name."""
 
     @abstractmethod
@@ -213,12 +218,19 @@ class Ledger(ABC):
     def __enter__(self) -> "Ledger":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _one(self, sql: str, params: tuple = ()):
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Row | None:
         rows = self._rows(sql, params)
         return rows[0] if rows else None
+
+    def _first(self, sql: str, params: tuple[Any, ...] = ()) -> Row:
+        """The first row of a statement that always returns one (COUNT, RETURNING)."""
+        row = self._one(sql, params)
+        if row is None:
+            raise AssertionError(f"no row from: {sql[:60]}")
+        return row
 
     # -- reading ------------------------------------------------------------
 
@@ -281,7 +293,7 @@ class Ledger(ABC):
         counts: dict[str, int] = {}
         with self._transaction():
             for key in keys:
-                counts[key] = int(self._one(self._BEGIN, (key, "", "", SEEN, now, now))[0])
+                counts[key] = int(self._first(self._BEGIN, (key, "", "", SEEN, now, now))[0])
         return counts
 
     def release_attempts(self, keys: list[str]) -> None:
@@ -332,8 +344,8 @@ class Ledger(ABC):
     # -- rate counting ------------------------------------------------------
 
     def count_events(self, sender: str, window_s: float, kind: str = "request") -> int:
-        row = self._one("SELECT COUNT(*) FROM events WHERE sender = ? AND kind = ? AND at > ?",
-                        (sender.lower(), kind, self._clock() - window_s))
+        row = self._first("SELECT COUNT(*) FROM events WHERE sender = ? AND kind = ? AND at > ?",
+                          (sender.lower(), kind, self._clock() - window_s))
         return int(row[0])
 
     def take_event(self, sender: str, kind: str, window_s: float, limit: int) -> bool:
@@ -344,8 +356,8 @@ class Ledger(ABC):
         now = self._clock()
         with self._transaction(lock=f"event:{sender}:{kind}"):
             if limit:
-                row = self._one("SELECT COUNT(*) FROM events WHERE sender = ? AND kind = ? AND at > ?",
-                                (sender, kind, now - window_s))
+                row = self._first("SELECT COUNT(*) FROM events WHERE sender = ? AND kind = ? AND at > ?",
+                                  (sender, kind, now - window_s))
                 if int(row[0]) >= limit:
                     return False
             self._count("INSERT INTO events (sender, kind, at) VALUES (?, ?, ?)", (sender, kind, now))

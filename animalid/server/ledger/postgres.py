@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from animalid.errors import AuthError, TransientError, UnreachableError
-from animalid.server.ledger.base import SCHEMA, SCHEMA_LOCK, WORKER_COLUMN, Ledger
+from animalid.server.ledger.base import SCHEMA, SCHEMA_LOCK, WORKER_COLUMN, Clock, Ledger, Row
 
 # -- PostgreSQL ---------------------------------------------------------------
 
@@ -21,10 +23,10 @@ class PostgresLedger(Ledger):
 
     backend = "postgresql"
 
-    def __init__(self, url: str, password: str | None = None, clock=time.time, connect_timeout: int = 10):
+    def __init__(self, url: str, password: str | None = None, clock: Clock = time.time, connect_timeout: int = 10):
         super().__init__(clock)
         self.url, self._password, self._connect_timeout = url, password, connect_timeout
-        self._conn = None
+        self._conn: Any = None  # a psycopg.Connection, imported only when PostgreSQL is used
         if not self._schema_ready():  # else no table lock at all
             with self._transaction(lock=SCHEMA_LOCK):
                 for statement in SCHEMA.format(real="DOUBLE PRECISION", bigint="BIGINT").split(";"):
@@ -40,7 +42,7 @@ class PostgresLedger(Ledger):
     def describe(self) -> str:
         return self.url
 
-    def _connection(self):
+    def _connection(self) -> Any:
         import psycopg
 
         if self._conn is not None and not self._conn.closed and not self._conn.broken:
@@ -63,14 +65,16 @@ class PostgresLedger(Ledger):
                 self._conn.close()
                 self._conn = None
 
-    def _execute(self, sql: str, params: tuple):
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> tuple[list[Row], int]:
         import psycopg
 
         with self._lock:
             conn = self._connection()
             try:
                 cursor = conn.execute(sql.replace("%", "%%").replace("?", "%s"), params, prepare=False)
-                return cursor.fetchall() if cursor.description else [], cursor.rowcount
+                rows: list[Row] = cursor.fetchall() if cursor.description else []
+                count: int = cursor.rowcount
+                return rows, count
             except psycopg.OperationalError as exc:  # connection lost, server restarting
                 if not self._in_transaction:
                     self._conn = None
@@ -78,14 +82,14 @@ class PostgresLedger(Ledger):
 
     _in_transaction = False
 
-    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         return self._execute(sql, params)[0]
 
-    def _count(self, sql: str, params: tuple = ()) -> int:
+    def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         return self._execute(sql, params)[1]
 
     @contextmanager
-    def _transaction(self, lock: str | None = None):
+    def _transaction(self, lock: str | None = None) -> Iterator[None]:
         import psycopg
 
         with self._lock:

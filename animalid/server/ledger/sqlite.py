@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from animalid.errors import TransientError
-from animalid.server.ledger.base import SCHEMA, WORKER_COLUMN, Ledger
+from animalid.server.ledger.base import SCHEMA, WORKER_COLUMN, Clock, Ledger, Row
 
 # How long a writer waits for another process's write lock (SQLite busy_timeout).
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -25,7 +27,7 @@ class SqliteLedger(Ledger):
 
     backend = "sqlite"
 
-    def __init__(self, path: str | Path, clock=time.time):
+    def __init__(self, path: str | Path, clock: Clock = time.time):
         super().__init__(clock)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,14 +73,14 @@ class SqliteLedger(Ledger):
         with self._lock:
             self._db.close()
 
-    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         with self._lock:
             try:
                 return self._db.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:  # locked past the busy timeout, disk I/O
                 raise TransientError(f"ledger {self.path}: {exc}") from None
 
-    def _count(self, sql: str, params: tuple = ()) -> int:
+    def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         with self._lock:
             try:
                 return self._db.execute(sql, params).rowcount
@@ -86,7 +88,7 @@ class SqliteLedger(Ledger):
                 raise TransientError(f"ledger {self.path}: {exc}") from None
 
     @contextmanager
-    def _transaction(self, lock: str | None = None):
+    def _transaction(self, lock: str | None = None) -> Iterator[None]:
         # SQLite has one writer at a time: BEGIN IMMEDIATE takes the write lock
         # at once (waiting up to the busy timeout), so a transaction's reads and
         # writes see no other writer in between; ``lock`` needs nothing more.
