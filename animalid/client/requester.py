@@ -33,7 +33,7 @@ from collections import Counter
 from typing import Callable, Iterable, Sequence
 
 from animalid.errors import AuthError, ExitStatus, TransientError, UnreachableError
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
+from animalid.mail.mailbox import Mailbox, TooLarge
 from animalid.mail.messages import build_request, parse_reply, reply_headers_match
 from animalid.mail.protection import Protection
 from animalid.mail.transport import Account, SmtpSender, backoff_delay, send_with_retry
@@ -213,13 +213,13 @@ class Requester:
             self.mailbox.end_pass()
             return []
         wanted = set(self.outstanding) | self._answered
-        mine: dict[str, tuple[MailRef, str]] = {}
+        mine: dict[str, str] = {}  # mailbox key -> the Message-ID its reply answers
         for key, header in self.mailbox.fetch_headers(refs).items():
-            message_id = reply_headers_match(header, wanted)
-            if message_id is None:
+            matched = reply_headers_match(header, wanted)
+            if matched is None:
                 self._not_ours.add(key)
             else:
-                mine[key] = message_id
+                mine[key] = matched
         results = []
         mine_refs = [ref for ref in refs if ref.key in mine]
         bodies = self.mailbox.fetch([r for r in mine_refs if mine[r.key] in self.outstanding],
@@ -252,11 +252,13 @@ class Requester:
             return [{"file": "(reply)", "error": "the reply vanished before it could be read"}]
         if isinstance(body, TooLarge):
             if self.protection.active:
-                return self._refuse(message_id, f"too large to check ({body.size} bytes)")
+                self._refuse(message_id, f"too large to check ({body.size} bytes)")
+                return None
             return [{"file": "(reply)", "error": f"the reply is too large ({body.size} bytes)"}]
         reply = parse_reply(body, self.protection)
         if reply.protection_problem:
-            return self._refuse(message_id, reply.protection_problem)
+            self._refuse(message_id, reply.protection_problem)
+            return None
         if reply.answers is not None:
             return reply.answers
         text = " ".join(reply.text.split())[:300] or "no text"
@@ -265,6 +267,5 @@ class Requester:
     def _refuse(self, message_id: str, reason: str) -> None:
         log.warning("reply to %s refused: %s", message_id, reason)
         self.refused_replies[message_id] = reason
-        return None
 
 

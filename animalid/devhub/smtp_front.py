@@ -41,13 +41,26 @@ from .tls import server_context
 class FrontHub(Protocol):
     """What the SMTP front reads of the hub it fronts (hub.MailHub provides it)."""
 
-    domain: str  # mail for other domains is not relayed
-    accounts: Mapping[str, str]  # address -> password, live: accounts may be added while running
-    state: Path  # the hub's state folder (tls/server.pem and server.key)
-    listen: str
-    ports: Mapping[str, int]  # listener name -> port
-    max_message_bytes: int
-    hostname: Optional[str]
+    @property
+    def domain(self) -> str: ...  # mail for other domains is not relayed
+
+    @property
+    def accounts(self) -> Mapping[str, str]: ...  # address -> password; live, accounts are added
+
+    @property
+    def state(self) -> Path: ...  # the hub's state folder (tls/server.pem and server.key)
+
+    @property
+    def listen(self) -> str: ...
+
+    @property
+    def ports(self) -> Mapping[str, int]: ...  # listener name -> port
+
+    @property
+    def max_message_bytes(self) -> int: ...
+
+    @property
+    def hostname(self) -> Optional[str]: ...
 
     @property
     def lmtp_socket(self) -> str: ...
@@ -246,7 +259,7 @@ class SmtpFront:
                 return _HubSMTP(handler, loop=self.loop, **common, **options)
 
             try:
-                server = await self.loop.create_server(
+                server = await asyncio.get_running_loop().create_server(
                     factory, host=hub.listen, port=hub.ports[name], ssl=sock_tls,
                     reuse_address=True,
                 )
@@ -271,4 +284,4 @@ class SmtpFront:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.loop.shutdown_default_executor()
+        await asyncio.get_running_loop().shutdown_default_executor()

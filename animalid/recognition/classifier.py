@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -116,13 +116,13 @@ class Classifier:
                 ready = []
         if ready:
             self._answer_batch(ready, items, answers)
-        return answers
+        return [answer for answer in answers if answer is not None]  # every position is filled
 
     def images_per_pass(self) -> int:
         """How many images one forward pass takes (each brings one tensor per view)."""
         return max(1, self.placement.batch_tensors // len(self.spec.views))
 
-    def prepare(self, item: tuple[str, object]):
+    def prepare(self, item: tuple[str, Any]):
         """One item's view tensors for every member network, or the BadImageError it raises."""
         try:
             # Reduced at once: a batch of phone photos is not held at full size.

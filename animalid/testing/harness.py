@@ -98,7 +98,7 @@ def mailbox_messages(config_path: Path, role: str) -> list[bytes]:
     """Every message in a role's INBOX (IMAP, headers and body, leaving them there)."""
     with edge.mailbox(load_config(config_path), role, "imap") as box:
         refs = box.list_messages()
-        return [data for data in box.fetch(refs, 50_000_000).values()]
+        return [data for data in box.fetch(refs, 50_000_000).values() if isinstance(data, bytes)]
 
 
 def empty_mailbox(config_path: Path, role: str, folder: str | None = None) -> None:
@@ -129,7 +129,7 @@ def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
 
 def ledger_state(config_path: Path, message_id: str) -> str | None:
     config = load_config(config_path)
-    state_file = config.section("server").get_path("state_file")
+    state_file = edge.ledger_settings(config).state_file
     if not config.section("server").has("ledger") and not state_file.exists():
         return None
     with open_ledger(edge.ledger_settings(config)) as ledger:
@@ -230,16 +230,21 @@ class ServerProcess:
 
     def signal(self, signum: int) -> None:
         """SIGSTOP / SIGCONT and the like, to hold a worker still mid-work."""
-        self.proc.send_signal(signum)
+        self._process().send_signal(signum)
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self._process().pid
+
+    def _process(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise RuntimeError("the worker has not started")
+        return self.proc
 
     def kill9(self) -> None:
         """SIGKILL: no cleanup at all, as a power cut or the OOM killer would do."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.exit_codes.append(self.proc.wait(10))
+        self._process().send_signal(signal.SIGKILL)
+        self.exit_codes.append(self._process().wait(10))
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, as systemd would: the server finishes the message at hand and exits 0."""
@@ -284,7 +289,7 @@ class ServerProcess:
 # -- reading outcomes --------------------------------------------------------------------
 
 def state_file_of(config_path: Path) -> Path:
-    return load_config(config_path).section("server").get_path("state_file")
+    return edge.ledger_settings(load_config(config_path)).state_file
 
 
 def ledger_states(config_path: Path) -> dict[str, str]:
