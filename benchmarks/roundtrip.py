@@ -43,7 +43,7 @@ from animalid.cli import settings as edge  # noqa: E402
 from animalid.client.requester import Requester  # noqa: E402
 from animalid.config import load_config  # noqa: E402
 from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
-from animalid.server.service import load_classifier, serving_in_background  # noqa: E402
+from animalid.server.service import serving_in_background  # noqa: E402
 
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"
 CLIENTS = ("bench1", "bench2", "bench3", "bench4")
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
         pop3 = write_config(hub, folder, "pop3", args.poll)
         imap = write_config(hub, folder, "imap", args.poll)
         started = time.perf_counter()
-        classifier = load_classifier(pop3, pop3.section("server").get_int("max_image_pixels", minimum=1))
+        classifier = edge.classifier(pop3, max_pixels=pop3.section("server").get_int("max_image_pixels", minimum=1))
         print(f"classifier loaded in {time.perf_counter() - started:.1f} s")
 
         alone = measure_classifier(classifier, image, args.burst)

@@ -1,4 +1,4 @@
-"""The shared ledger (animalid/server/ledger.py) on both backends: what several workers rely on.
+"""The shared ledger (animalid/server/ledger/) on both backends: what several workers rely on.
 
 Each test runs on SQLite (a file in tmp_path: a unit test) and on a real
 PostgreSQL server (the session's ``postgres`` fixture: marked e2e, so
