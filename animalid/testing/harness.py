@@ -31,7 +31,7 @@ from animalid.config import load_config
 from animalid.mail.headers import message_ids
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_request, parse_bytes
-from animalid.server.ledger import open_ledger
+from animalid.server.ledger import FINAL_STATES, open_ledger
 from animalid.server.service import serving_in_background
 
 # The repository: the package is installed editable from it (make install).
@@ -301,8 +301,9 @@ def ledger_states(config_path: Path) -> dict[str, str]:
         return {}
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
+        marks = ", ".join("?" * len(FINAL_STATES))
         rows = db.execute("SELECT message_id, state FROM messages WHERE message_id != '' "
-                          "AND state IN ('answered', 'set_aside', 'ignored')").fetchall()
+                          f"AND state IN ({marks})", FINAL_STATES).fetchall()
     finally:
         db.close()
     return dict(rows)
