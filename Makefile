@@ -44,6 +44,8 @@ demo: $(STAMP)
 # The import contracts first (pyproject.toml), then every test.
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 # The fast tests alone: no mail hub, no network model, no window.
