@@ -41,8 +41,6 @@ from animalid.testing.harness import (FAMILY, PHOTOS, ROOT, fetchmail_fetch, led
                                       neomutt_send, replies_by_request, require_tool, run_cli,
                                       running_server, submit, swaks_send, wait_for)
 
-pytestmark = pytest.mark.e2e
-
 CLIENT = "client1@hub.test"
 SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")  # real CAs, none of them the hub's
 

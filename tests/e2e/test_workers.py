@@ -31,8 +31,6 @@ from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answ
                                       mailbox_messages, photo, replies_by_request, run_cli, submit,
                                       wait_for)
 
-pytestmark = pytest.mark.e2e
-
 WORKERS = 3
 LEASE = 10  # seconds; the default is 60 (README, "Many servers, one mailbox")
 CLAIMS = "animalid-claims"
