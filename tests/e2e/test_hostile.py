@@ -5,7 +5,7 @@ so its memory can be measured (psutil, /proc VmHWM) and a crash would show.
 Its allowed senders are client1 and client2; client3, client4 and outside
 addresses are strangers. What it is sent:
 
-* every message of CPython's email test data (tests/corpora.py), through the
+* every message of CPython's email test data (tests/e2e/corpora.py), through the
   hub's MX listener with client1's From (and a quarter again as strangers),
   with valid requests from client2 mixed in;
 * a fixed sample of Pillow's test images (fuzzer crashes, bombs, truncated
