@@ -4,7 +4,9 @@ Markers come from where a test lives, never from what it uses:
 
 * ``tests/unit``: marked ``unit``. Fast (``pytest -m unit`` takes well under 30 s),
   and needs no server (no Dovecot, no PostgreSQL, no mail hub), no network
-  weights and no GPU: the Python packages of requirements.txt are enough.
+  weights (requirements/no-deps.txt) and no GPU: the Python packages of
+  requirements.txt and a TrueType font (fonts-dejavu-core) are enough. A unit
+  test that asks for a server fixture below stops collection with a clear error.
 * ``tests/e2e``: marked ``e2e``: the real local mail hub, the real networks, a real
   PostgreSQL server, third-party mail clients or other processes. A test there
   that drives a window under Xvfb carries ``@pytest.mark.gui`` as well (collection
@@ -39,6 +41,7 @@ import pytest
 from animalid.testing.harness import CLIENTS, PHOTOS, ROOT, empty_mailbox, make_config
 
 TESTS = Path(__file__).resolve().parent
+SERVER_FIXTURES = {"classifier", "mailhub", "configs", "postgres"}
 
 
 def pytest_collection_modifyitems(items):
@@ -49,6 +52,10 @@ def pytest_collection_modifyitems(items):
         item.add_marker(getattr(pytest.mark, folder))
         if folder == "unit" and item.get_closest_marker("e2e"):
             raise pytest.UsageError(f"{item.nodeid}: marked e2e in tests/unit; move it to tests/e2e")
+        used = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if folder == "unit" and used:
+            raise pytest.UsageError(f"{item.nodeid}: uses {', '.join(sorted(used))}, "
+                                    f"so it belongs in tests/e2e")
         if "xdisplay" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("gui"):
             raise pytest.UsageError(f"{item.nodeid}: drives a window, so mark it @pytest.mark.gui")
 
