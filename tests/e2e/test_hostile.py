@@ -633,23 +633,24 @@ def test_bombs_many_parts_and_deep_nesting_get_clear_errors_quickly(hostile):
 
 def test_the_server_never_crashed_and_its_memory_stayed_bounded(hostile):
     """After the module, this covers everything sent to the server. It does not count on
-    that: it warms the server up if no test did, and sends its own heaviest mail (an
-    image just inside the pixel limit, a decompression bomb, 10,000 MIME parts and 3,000
-    nested multiparts) before it looks."""
+    that: it warms the server up if no test did, and sends hostile mail of its own (a
+    decompression bomb beside a photo, 10,000 MIME parts, 3,000 nested multiparts)
+    before it looks. Not the 36-megapixel image: decoded just before the measurement,
+    its buffers would still count as "settled" memory."""
     if not hostile.baseline_rss:
         warm_up(hostile)
-    near_limit = build_request(ALLOWED[0], "server@hub.test", [("big-grey.png", png_of(6_000, 6_000))])
-    bomb = build_request(ALLOWED[0], "server@hub.test", [("bomb.png", png_of(30_000, 30_000, rows=10))])
+    bomb = build_request(ALLOWED[0], "server@hub.test", [("bomb.png", png_of(30_000, 30_000, rows=10)),
+                                                         ("tiger.png", photo("tiger.png"))])
     many_id, deep_id = new_id("last-many-parts"), new_id("last-deep")
-    for message in (near_limit, bomb):
-        submit(hostile.hub, ALLOWED[0], message)
+    submit(hostile.hub, ALLOWED[0], bomb)
     send_mx(hostile.hub, many_parts(many_id, 10_000), ALLOWED[0])
     send_mx(hostile.hub, deeply_nested(deep_id, 3_000), ALLOWED[0])
-    ids = [near_limit["Message-ID"], bomb["Message-ID"], many_id, deep_id]
+    ids = [bomb["Message-ID"], many_id, deep_id]
     assert hostile.wait_final(ids) == dict.fromkeys(ids, ANSWERED)
     replies = hostile.wait_replies("client1", ids)
     assert all(len(replies[message_id]) == 1 for message_id in ids), replies
-    assert_clear(answers_of(replies[near_limit["Message-ID"]][0])[0])
+    for answer in answers_of(replies[bomb["Message-ID"]][0]):
+        assert_clear(answer)
 
     assert hostile.server.alive() and hostile.server.starts == 1
     log = hostile.server.log_text()
