@@ -21,7 +21,7 @@ when the machine is busy; compare figures within one run.
     python benchmarks/classifier_speed.py [--runs 20] [--modes fast,balanced,full]
 
 The mode in config.ini must keep its batch-1 latency at or under 0.5 s per
-image on 2 CPU cores (README, "Accuracy").
+image on 2 CPU cores (docs/accuracy.md).
 """
 
 from __future__ import annotations

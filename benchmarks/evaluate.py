@@ -19,10 +19,10 @@ seconds. Printed, for each set:
 * for the configured model, the rules the choice was made among: the seed
   project's (top-1 class, "Could not identify" below 20%), the previous
   thresholds, iNaturalist's and SpeciesNet's published rules;
-* how often the headline's lead animal (README, "Output contract") is right.
+* how often the headline's lead animal (docs/output.md) is right.
 
 ``--search`` fits each mode's temperature and grid-searches the thresholds
-(the figures behind README, "Accuracy").
+(the figures behind docs/accuracy.md).
 
     python benchmarks/evaluate.py [FOLDER ...] [--search] [--show-wrong]
 """

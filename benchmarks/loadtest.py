@@ -19,7 +19,7 @@ steady pace, while seeded faults strike during the sending window:
 
 Then it prints the requests sent, answered (with the right family), wrong,
 answered per worker (from the shared ledger), duplicated (extra copies of an
-answer, see README "Reliability"), lost (unanswered when the run ends), server
+answer, see docs/reliability.md), lost (unanswered when the run ends), server
 crashes (exits we did not cause), the servers' peak RSS (the kernel's VmHWM of
 every server process), the send-to-answer latency and the throughput. It stops by itself after
 ``--duration`` seconds at most; exit status 0 when nothing was lost, wrong or
@@ -136,7 +136,7 @@ class Faults:
     def __init__(self, hub: MailHub, servers: list[ServerProcess], args, window: float, outcome: Outcome):
         self.hub, self.servers, self.args, self.outcome = hub, servers, args, outcome
         # Requests not yet recorded answered when a fault struck that can duplicate
-        # a reply (README, "Reliability": a kill, or an SMTP session cut by a restart).
+        # a reply (docs/reliability.md: a kill, or an SMTP session cut by a restart).
         self.in_flight: set[str] = set()
         rng = random.Random(args.seed)
         self.rng = rng

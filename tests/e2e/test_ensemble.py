@@ -19,7 +19,6 @@ from animalid.recognition.images import load_image
 from animalid.recognition.model import EnsembleSpec, combine
 from animalid.testing.harness import PHOTOS, ROOT
 
-pytestmark = pytest.mark.e2e
 MODES = ("fast", "balanced", "full")
 
 

@@ -54,8 +54,6 @@ from animalid.testing.harness import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
-
 CLIENT = "client1@hub.test"
 SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")  # real CAs, none of them the hub's
 

@@ -45,10 +45,8 @@ from animalid.testing.harness import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
-
 WORKERS = 3
-LEASE = 10  # seconds; the default is 60 (README, "Many servers, one mailbox")
+LEASE = 10  # seconds; the default is 60 (docs/operations.md, "Many servers, one mailbox")
 CLAIMS = "animalid-claims"
 
 
@@ -60,7 +58,7 @@ class Team:
         common = dict(receive="imap", server_receive="imap", rate_limit_per_hour=0, claim_lease=LEASE,
                       retry_max_delay=1, max_attempts=10, **settings)
         # One torch thread each: three workers with a thread per core each would
-        # fight over the cores (README, "Many servers, one mailbox").
+        # fight over the cores (docs/operations.md, "Many servers, one mailbox").
         self.configs = {client: make_config(hub, folder, client, name=f"{client}.ini",
                                             classifier_settings={"threads": 1}, **common)
                         for client in CLIENTS}

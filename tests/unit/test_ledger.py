@@ -1,8 +1,8 @@
-"""The shared ledger (animalid/server/ledger/) on both backends: what several workers rely on.
+"""The shared ledger (animalid/server/ledger/): what several workers rely on.
 
-Each test runs on SQLite (a file in tmp_path: a unit test) and on a real
-PostgreSQL server (the session's ``postgres`` fixture: marked e2e, so
-``pytest -m unit`` runs the SQLite half alone). The races are real: separate
+Here each test runs on SQLite (a file in tmp_path). The same tests run again on
+a real PostgreSQL server in tests/e2e/test_ledger_postgres.py, which imports
+them and gives ``spec`` for that backend. The races are real: separate
 processes with connections of their own hammer the same rows at once.
 """
 
@@ -30,17 +30,10 @@ from animalid.server.ledger import (
 RACERS = 4
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
-def spec(request, tmp_path):
-    """How to open one ledger, in this process or a forked one."""
-    if request.param == "sqlite":
-        return ("sqlite", str(tmp_path / "ledger.sqlite"))
-    postgres = request.getfixturevalue("postgres")
-    spec = ("postgresql", postgres.url, postgres.password())
-    with opened(spec) as ledger:  # the session shares one database: start empty
-        for table in ("messages", "events", "claims", "inflight", "workers"):
-            ledger._count(f"DELETE FROM {table}")
-    return spec
+@pytest.fixture
+def spec(tmp_path):
+    """How to open one ledger, in this process or a forked one: ``(backend, *arguments)``."""
+    return ("sqlite", str(tmp_path / "ledger.sqlite"))
 
 
 def opened(spec, worker: str = "w0", clock=None) -> Ledger:
@@ -169,7 +162,6 @@ def test_a_record_follows_its_message_to_a_new_key(spec):
 
 # -- SQLite specifics and settings -----------------------------------------------------------
 
-@pytest.mark.unit
 def test_an_older_sqlite_ledger_gains_the_new_tables_and_column(tmp_path):
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
@@ -186,7 +178,6 @@ def test_an_older_sqlite_ledger_gains_the_new_tables_and_column(tmp_path):
         assert ledger.final_states()["<b@x>"] == (ANSWERED, "w1")
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("url, problem", [
     ("postgresql://animalid:hunter2@db/animalid", "a password does not go in the URL"),
     ("postgresql://animalid@db/animalid?password=hunter2", "a password does not go in the URL"),
@@ -201,17 +192,6 @@ def test_a_bad_ledger_setting_is_one_clear_line(tmp_path, url, problem):
     message = str(error.value)
     assert "[server] ledger:" in message and problem in message and "\n" not in message
     assert "hunter2" not in message
-
-
-def test_the_postgresql_password_comes_from_the_command_and_is_never_shown(postgres, tmp_path):
-    config = tmp_path / "config.ini"
-    config.write_text(f"[server]\nledger = {postgres.url}\nledger_password_command = cat {postgres.password_file}\n")
-    with open_ledger(edge.ledger_settings(load_config(config))) as ledger:
-        assert ledger.backend == "postgresql" and postgres.password() not in ledger.describe()
-    config.write_text(f"[server]\nledger = {postgres.url}\nledger_password_command = echo wrong-password\n")
-    with pytest.raises(Exception) as error:
-        open_ledger(edge.ledger_settings(load_config(config)))
-    assert "refused the login" in str(error.value) and "wrong-password" not in str(error.value)
 
 
 def test_workers_opening_a_new_ledger_together_all_get_it(tmp_path):

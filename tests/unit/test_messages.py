@@ -285,9 +285,20 @@ def test_clean_text_makes_one_line():
 
 
 def test_garbage_does_not_crash_the_parser():
-    for raw in (b"", b"\x00\xff" * 100, b"From: <<<\r\nContent-Type: multipart/mixed\r\n\r\n--",
-                b"Content-Type: image/png; name*=''%ff%fe\r\nFrom: a@b.c\r\n\r\n!!!"):
-        parse_incoming(raw, [SERVER], LIMITS)
+    # Nothing, binary noise and a broken From: no sender, so nothing to answer and no image.
+    for raw, reason in ((b"", "no From header"), (b"\x00\xff" * 100, "no From header"),
+                        (b"From: <<<\r\nContent-Type: multipart/mixed\r\n\r\n--", "no usable From address")):
+        parsed = parse_incoming(raw, [SERVER], LIMITS)
+        assert (parsed.kind, parsed.reason, parsed.sender) == (NO_SENDER, reason, ""), raw
+        assert parsed.images == [] and parsed.problems == [] and parsed.message_id == ""
+    # A bad RFC 2231 name on a body that is no image: a request whose one "image" is
+    # kept, under a clean one-line name, for the decoder to refuse.
+    parsed = parse_incoming(b"Content-Type: image/png; name*=''%ff%fe\r\nFrom: a@b.c\r\n\r\n!!!",
+                            [SERVER], LIMITS)
+    assert (parsed.kind, parsed.sender, parsed.problems) == (REQUEST, "a@b.c", [])
+    (image,) = parsed.images
+    assert (image.content_type, image.data, image.refusal) == ("image/png", b"!!!", None)
+    assert image.name and image.name == safe_name(image.name, 0, "image/png") and "/" not in image.name
 
 
 # -- ledger -------------------------------------------------------------------
