@@ -62,12 +62,15 @@ class AnswerRules:
     # lead_probability and lead_ratio times the runner-up's.
     lead_probability: float = 0.5
     lead_ratio: float = 3.0
-    # A taxon's threshold rises by this much per factor of ten between its
-    # species count and the units the vocabulary has in it (measured:
-    # docs/accuracy_lookalikes.md), never above coverage_cap.
-    coverage_slope: float = 0.10
+    # A taxon's threshold rises by coverage_slope per factor of ten by which its
+    # species outnumber the vocabulary's units in it, beyond a ratio of
+    # 10**coverage_allowance (about 1 in 18), never above coverage_cap.
+    # Measured on both dev sets: docs/accuracy_lookalikes.md.
+    coverage_slope: float = 0.30
+    coverage_allowance: float = 1.25
     coverage_cap: float = 0.90
-    # A unit with a look-alike group is named itself only from this probability on.
+    # A unit with a look-alike group is named (and claimed deeper than its group)
+    # only from this probability on; below it the group leads.
     named_probability: float = 0.90
 
     def threshold(self, rank: str) -> float:
@@ -161,7 +164,8 @@ class AnswerBuilder:
         covered = self._covered.get((rank, taxon), 0)
         if not size or not covered or size <= covered or not self.rules.coverage_slope:
             return base
-        raised = base + self.rules.coverage_slope * math.log10(size / covered)
+        gap = math.log10(size / covered) - self.rules.coverage_allowance
+        raised = base + self.rules.coverage_slope * max(gap, 0.0)
         return max(base, min(raised, self.rules.coverage_cap))
 
     # -- the evidence ---------------------------------------------------------
@@ -227,13 +231,13 @@ class AnswerBuilder:
         return None
 
     def _inside_a_group(self, rank: str, taxon: str, units: list[float]) -> bool:
-        """Whether the taxon's most likely unit has a look-alike group no deeper than the taxon."""
+        """Whether the taxon's most likely unit has a look-alike group broader than the taxon."""
         members = self._node_units.get((rank, taxon), ())
         if not members:
             return False
         top = max(members, key=units.__getitem__)
         group = self._group_of.get(top)
-        return group is not None and RANKS.index(rank) >= _depth(group)
+        return group is not None and RANKS.index(rank) > _level(group)
 
     def _members(self, rank: str, taxon: str) -> list[int]:
         """Units inside the taxon."""
@@ -321,7 +325,7 @@ class AnswerBuilder:
         """Whether the group is narrower than the claim (else the claim says as much)."""
         rank, _ = claim_node
         inside = self._group_units(group)
-        return rank in RANKS and RANKS.index(rank) < _depth(group) and \
+        return rank in RANKS and RANKS.index(rank) < _level(group) and \
             all(claim_node in self.units[u].lineage for u in inside)
 
     def _could_not_identify(self, file, probs, alternatives) -> dict:
@@ -361,9 +365,12 @@ class AnswerBuilder:
         return out
 
 
-def _depth(group: LookalikeGroup) -> int:
-    """The index in RANKS of the group's broadest member rank."""
-    return min(RANKS.index(rank) for rank in group.members)
+def _level(group: LookalikeGroup) -> float:
+    """Where the group sits among RANKS: its rank's index, or for a rank between two
+    (a clade, a superfamily) just above its broadest members' rank."""
+    if group.rank in RANKS:
+        return RANKS.index(group.rank)
+    return min(RANKS.index(rank) for rank in group.members) - 0.5
 
 
 def _unit_facts(unit: Unit) -> dict:
