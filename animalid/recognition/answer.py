@@ -89,7 +89,8 @@ class Unit:
 
     @property
     def node(self) -> Node:
-        return self.lineage[-1]
+        # A knowledge base without taxonomy (the seed format) knows species only.
+        return self.lineage[-1] if self.lineage else ("species", self.key)
 
 
 class AnswerBuilder:
