@@ -17,8 +17,15 @@ from animalid.client import capture
 from animalid.client.capture.card import answer_card_text
 from animalid.contract import headline, lead_parts, render_answers, render_text
 from animalid.testing.harness import PHOTOS
-from tests.e2e.test_capture import (PYTHON, STAND_IN_DRIVER, Window, expected_card, find_card,  # noqa: F401
-                                    video, xdisplay)
+from tests.e2e.test_capture import (  # noqa: F401
+    PYTHON,
+    STAND_IN_DRIVER,
+    Window,
+    expected_card,
+    find_card,
+    video,
+    xdisplay,
+)
 
 pytestmark = pytest.mark.e2e
 PHOTO_NAMES = ("tiger.png", "dog.png", "bison.png")
@@ -46,7 +53,7 @@ def test_card_terminal_mail_and_json_lead_with_the_same_thing(real_answers, name
     assert card.title == title == answer["lead"]["common_name"][:1].upper() + answer["lead"]["common_name"][1:]
     assert card.probability == f"{probability:g}%" == f"{answer['lead']['probability']:g}%"
     assert card.subtitle.startswith(label)
-    assert line.startswith(f"{title} (") or line.startswith(f"{title}: ")
+    assert line.startswith((f"{title} (", f"{title}: "))
     assert render_text(answer).splitlines()[0] == f"{name}: {line}"  # terminal and mail text
     assert f"{name}: {line}" in render_answers([answer])
 
