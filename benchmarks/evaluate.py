@@ -43,6 +43,7 @@ import numpy as np
 
 from animalid.cli import settings as edge
 from animalid.config import load_config
+from animalid.contract import lead_of
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.knowledge import RANKS
 from animalid.recognition.model import VIEWS, EnsembleSpec, Member, ModelSpec, combine
@@ -225,17 +226,40 @@ def compared_rules(base: AnswerBuilder) -> dict:
     }
 
 
-def lead_figures(builder: AnswerBuilder, rows, probs) -> tuple[int, int, int]:
-    """(answers led by an animal, of them right, photos whose top class is right)."""
-    led = right = top_right = 0
+def lead_figures(builder: AnswerBuilder, rows, probs) -> tuple[int, int, int, int]:
+    """(answers whose headline opens with a lead other than the claim, of them right,
+    headlines that name a wrong animal, answers that claim an animal).
+
+    A headline names a wrong animal when what it opens with (the lead, or the
+    claim when that leads) does not contain the true animal.
+    """
+    led = right = wrong_headline = claimed = 0
     for row, p in zip(rows, probs):
         answer = builder.build(row["file"], p)
-        top = int(np.argmax(p))
-        top_right += top in row["exact"]
-        if answer.get("lead"):
+        if answer.get("rank", "none") == "none":
+            continue
+        claimed += 1
+        lead = lead_of(answer)
+        verdict = judge_lead(lead, row["truth"], builder.kb) if lead else judge(answer, row["truth"])[0]
+        wrong_headline += verdict == "wrong"
+        if lead:
             led += 1
-            right += top in row["exact"]
-    return led, right, top_right
+            right += verdict == "correct"
+    return led, right, wrong_headline, claimed
+
+
+def judge_lead(lead: dict, truth: dict, kb) -> str:
+    """'correct' or 'wrong': whether the lead (a unit, a taxon or a look-alike group) contains the truth."""
+    rank, taxon = lead.get("rank") or "species", lead.get("scientific_name", "")
+    group = next((g for g in getattr(kb, "lookalike_groups", []) if g.scientific_name == taxon), None)
+    if group is not None:
+        known = [r for r in group.members if truth.get(r)]
+        return "correct" if not known or group.contains(truth) else "wrong"
+    if rank not in RANKS:
+        return "correct"
+    entry = next((e for e in kb.entries.values() if e.taxonomy.get(rank) == taxon), None)
+    taxonomy = dict(entry.taxonomy) if entry else {rank: taxon}
+    return judge({"rank": rank, "taxonomy": taxonomy}, truth)[0]
 
 
 class FastJudge:
@@ -354,12 +378,13 @@ def main() -> int:
     table(f"rules compared on the configured model's outputs (%; likelihood temperature {temperature:.2f})",
           ["seed rule (top-1, 20%)", *rules], cells)
 
-    print("\nheadline lead (the most likely animal named first): led, of them right; photos whose top class is right")
+    print("\nheadline: led = opens with a lead other than the claim (a favourite animal or a look-alike "
+          "group), of them right; wrong = headlines naming a wrong animal, of the answers that claim one")
     for mode, spec in modes.items():
         parts = []
         for name, (rows, logits) in data.items():
-            led, right, top_right = lead_figures(builders[mode], rows, mode_probabilities(spec, logits))
-            parts.append(f"{name}: {led:3d} led, {right:3d} right; top-1 right {top_right:3d}/{len(rows)}")
+            led, right, wrong, claimed = lead_figures(builders[mode], rows, mode_probabilities(spec, logits))
+            parts.append(f"{name}: {led:3d} led, {right:3d} right; wrong {wrong:3d}/{claimed}")
         print(f"  {mode:<10}" + "   ".join(parts))
 
     if args.search:

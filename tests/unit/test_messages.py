@@ -295,7 +295,7 @@ def test_garbage_does_not_crash_the_parser():
     # kept, under a clean one-line name, for the decoder to refuse.
     parsed = parse_incoming(b"Content-Type: image/png; name*=''%ff%fe\r\nFrom: a@b.c\r\n\r\n!!!",
                             [SERVER], LIMITS)
-    assert (parsed.kind, parsed.sender, parsed.problems) == (REQUEST, "a@b.c", [])
+    assert (parsed.kind, parsed.sender, parsed.problems) == (REQUEST_KIND, "a@b.c", [])
     (image,) = parsed.images
     assert (image.content_type, image.data, image.refusal) == ("image/png", b"!!!", None)
     assert image.name and image.name == safe_name(image.name, 0, "image/png") and "/" not in image.name
