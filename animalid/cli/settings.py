@@ -14,6 +14,7 @@ Errors name the file, the section and the key (``animalid.config``).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from animalid.server.ledger import POSTGRES_SCHEMES, LedgerSettings
 from animalid.server.settings import AllowedSenders, ServerSettings
 
 if TYPE_CHECKING:  # the classifier's modules import numpy: not for the client's start-up
+    from animalid.client.capture.settings import CaptureSettings
     from animalid.recognition.answer import AnswerRules
     from animalid.recognition.classifier import Classifier
 
@@ -382,3 +384,32 @@ def _path(section: Section, key: str) -> Path:
     return path
 
 
+def capture_settings(config: Config, args: argparse.Namespace) -> "CaptureSettings":
+    """The camera's settings: [camera] and [client], the command line winning where given."""
+    # Imported here: the capture package is for the camera mode alone.
+    from animalid.client.capture.settings import CaptureSettings, camera_source
+
+    camera, client = config.section("camera"), config.section("client")
+
+    def given(name: str) -> Any:
+        return getattr(args, name, None)
+
+    if given("camera"):
+        source = camera_source(given("camera"))  # relative to where the user is
+    else:
+        source = camera_source(camera.get("source"), config.folder)
+    width, height = given("resolution") or (camera.get_int("width", minimum=0),
+                                            camera.get_int("height", minimum=0))
+    save_dir = given("save_dir")
+    return CaptureSettings(
+        source=source, width=width, height=height,
+        warmup_frames=camera.get_int("warmup_frames", minimum=0),
+        jpeg_quality=given("jpeg_quality") or camera.get_int(
+            "jpeg_quality", minimum=1, maximum=100),
+        max_side=(given("max_side") if given("max_side") is not None
+                  else camera.get_int("max_side", minimum=0)),
+        save_dir=Path(save_dir) if save_dir else camera.get_path("save_dir", None),
+        window=not given("no_window"),
+        timeout_s=given("timeout") or client.get_float("timeout", minimum=0.1),
+        poll_interval_s=client.get_float("poll_interval", minimum=0.01, maximum=3600.0),
+    )
