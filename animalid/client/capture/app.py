@@ -4,12 +4,11 @@ a one-line message and an exit status."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import Any, Callable, TextIO
 
 from animalid.client.capture.archive import ShotArchive
 from animalid.client.capture.camera import Camera
@@ -21,9 +20,6 @@ from animalid.client.capture.terminal import Console, run_terminal
 from animalid.client.capture.text import FONT_DIRS
 from animalid.client.capture.window import WindowUnavailable, run_window
 from animalid.errors import AnimalIdError, ExitStatus
-
-if TYPE_CHECKING:  # only for annotations: importing them costs start-up time
-    from animalid.config import Config
 
 
 def _quiet_opencv() -> None:
@@ -42,33 +38,38 @@ def _quiet_opencv() -> None:
         os.environ.setdefault("QT_QPA_FONTDIR", str(dejavu))
 
 
-def _make_requester(config: "Config", args: argparse.Namespace):
-    from animalid.client.requester import Requester
-
-    return Requester(config, receive=getattr(args, "receive", None))
-
 
 def _program() -> str:
     """Messages start like client.py's own: "client.py: error: ..."."""
     return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "client.py"
 
 
-def run(config: "Config", args: argparse.Namespace, *, requester=None,
+def run(make_settings: Callable[[], CaptureSettings], *, requester=None,
+        make_requester: Callable[[], Any] | None = None,
         stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Capture, send and show answers until the user quits; the exit status.
 
-    ``requester`` replaces the mail Requester built from ``config`` (for
-    embedding and tests); ``stdin``/``stdout`` replace the terminal.
+    ``make_settings`` builds the camera settings (client.py passes
+    animalid.cli.settings.capture_settings); it runs inside the error handling
+    so that a bad setting is one line.
+
+    ``make_requester`` builds the mail Requester once the camera settings are
+    known good (client.py passes animalid.cli.settings.requester); a ready
+    ``requester`` replaces it (for embedding and tests); ``stdin``/``stdout``
+    replace the terminal.
     """
     console = Console(stdout or sys.stdout)
     _quiet_opencv()
     try:
-        settings = CaptureSettings.from_config(config, args)
+        settings = make_settings()
         use_window = settings.window and display_available()
         if settings.window and not use_window:
             console.say("no display: using the terminal instead of a window")
         archive = ShotArchive.open(settings.save_dir)
-        requester = requester if requester is not None else _make_requester(config, args)
+        if requester is None:
+            if make_requester is None:
+                raise TypeError("run() needs a requester or make_requester")
+            requester = make_requester()
         # Opened inside the with: a camera that opens but fails its first read is released too.
         with Camera(settings.source, settings.width, settings.height) as camera:
             camera.open()
