@@ -104,12 +104,12 @@ def child(part: str, way: str, threads: int, png_path: str) -> dict:
 
 
 def classify_child(threads: int, png_path: str) -> dict:
+    from animalid.cli.settings import classifier as build_classifier
     from animalid.config import load_config
-    from animalid.recognition.classifier import Classifier
 
     data = Path(png_path).read_bytes()
     items = [(f"big-{n}.png", data) for n in range(COUNT)]
-    classifier = Classifier.from_config(load_config(ROOT / "config.ini"), decode_threads=threads)
+    classifier = build_classifier(load_config(ROOT / "config.ini"), decode_threads=threads)
     classifier.classify([("warm.png", data)])  # first-call allocations are not the mail's
     base = rss_mb()
     reset_peak()

@@ -63,6 +63,14 @@ class TooLarge:
     size: int
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """Stands in for a message the mail server would not give (a -ERR to RETR, a FETCH
+    that fails for this one UID) while it gave others: that message's failure, not an outage."""
+
+    reason: str
+
+
 class Mailbox(ABC):
     protocol = ""
 
@@ -81,7 +89,7 @@ class Mailbox(ABC):
     def list_messages(self) -> list[MailRef]: ...
 
     @abstractmethod
-    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge]: ...
+    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge | Unreadable]: ...
 
     @abstractmethod
     def fetch_headers(self, refs: list[MailRef]) -> dict[str, bytes]: ...

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import poplib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 CHUNK = 64 * 1024  # the most one readline() takes (bounded memory per read)
 STATUS_LINE_LIMIT = 2048  # a status line is short (RFC 2449 section 4: 512 octets)
@@ -68,7 +69,7 @@ def _status_line(pop: poplib.POP3) -> bytes:
     return line.rstrip(b"\r\n")
 
 
-def read_body(file, max_bytes: int, keep_head: bool = False) -> bytes | OverCap:
+def read_body(file: BinaryIO, max_bytes: int, keep_head: bool = False) -> bytes | OverCap:
     """The rest of a multi-line response from ``file``: dot-stuffing undone, the final
     "." line dropped. Past ``max_bytes``: ``OverCap`` (or, with ``keep_head``, the first
     ``max_bytes``), after reading to the end so the session can go on."""

@@ -78,7 +78,7 @@ def reduction_factor(size: tuple[int, int], needed: tuple[int, int]) -> int:
     return factor if factor >= 2 else 1
 
 
-def decode_reduced(source: bytes | str | Path, needed: tuple[int, int], max_pixels: int,
+def decode_reduced(source: bytes | bytearray | memoryview | str | Path, needed: tuple[int, int], max_pixels: int,
                    budget: DecodeBudget | None = None) -> Image.Image:
     """``source`` as an 8-bit RGB picture reduced for the networks, or BadImageError."""
     data = _read_bytes(source) if not isinstance(source, (bytes, bytearray, memoryview)) else bytes(source)

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from animalid.errors import AnimalIdError, PermanentError, TransientError
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
+from animalid.mail.authresults import check_sender
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, Unreadable
 from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
 from animalid.mail.protection import Protection
 from animalid.mail.transport import MessageRejected, SmtpSender, backoff_delay
@@ -57,6 +58,8 @@ from animalid.server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 3600.0
+RATE_RECHECK_S = 30.0  # a request over its sender's rate limit is looked at again this often
+PRUNE_EVERY_S = 3600.0  # the ledger forgets old records this often, not only at start-up
 # Per pass: bounded memory, and answers start flowing during a long burst.
 MAX_MESSAGES_PER_PASS = 64
 MAX_BYTES_PER_PASS = 200_000_000
@@ -131,6 +134,14 @@ class Server:
     @property
     def handled(self) -> int:
         return self.answerer.handled
+        self._next_prune: float = 0.0  # when the ledger is pruned next (monotonic)
+        self._deferral_logged: set[str] = set()
+
+    @property
+    def deferred(self) -> dict[str, float]:
+        """Key -> monotonic time before which it is not looked at again: a request over
+        its sender's rate limit, a reply whose recipient answered 4xx (answering.py)."""
+        return self.answerer.deferred
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -142,7 +153,7 @@ class Server:
             self.ledger = open_ledger(self.settings.ledger_settings)
             self._ledger.worker = self.worker
             self.answerer.ledger = self.ledger
-            self._ledger.prune()
+            self._prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
             self.mailbox.verify_login()
@@ -222,10 +233,16 @@ class Server:
                  self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling"),
                  self._sharing())
         failures = 0
+        trouble = ""  # what is failing now: logged when it starts, changes and ends
         while not self.stop_event.is_set():
             try:
+                if time.monotonic() >= self._next_prune:
+                    self._prune()
                 stats = self.handle_waiting()
                 failures = 0
+                if trouble:
+                    log.warning("working again after: %s", trouble)
+                    trouble = ""
                 if stats.more_waiting:
                     continue
                 if once:
@@ -238,8 +255,20 @@ class Server:
                 if once and failures >= SEND_ATTEMPTS:
                     raise
                 delay = backoff_delay(failures, 1.0, self.settings.retry_max_delay)
-                log.warning("%s; trying again in %.0f s", exc, delay)
+                if _kind_of_trouble(exc) != _kind_of_trouble(trouble):
+                    log.warning("%s; trying again in %.0f s (and on, with backoff up to %.0f s, "
+                                "logging when it ends)", exc, delay, self.settings.retry_max_delay)
+                else:
+                    log.debug("%s; trying again in %.0f s", exc, delay)
+                trouble = str(exc)
                 self.stop_event.wait(delay)
+
+    def _prune(self) -> None:
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        try:
+            self._ledger.prune()
+        except TransientError as exc:  # a full disk: the next hour, or the next start, will do
+            log.warning("could not prune the ledger: %s", exc)
 
     def _sharing(self) -> str:
         if self.claims is None:
@@ -338,7 +367,10 @@ class Server:
         if leftovers:
             log.info("removing %d request(s) answered earlier", len(leftovers))
             self._remove_answered(leftovers)
-        return [ref for ref in refs if ref.key not in finished]
+        now = time.monotonic()
+        for key in [key for key, until in self.deferred.items() if until <= now]:
+            del self.deferred[key]
+        return [ref for ref in refs if ref.key not in finished and ref.key not in self.deferred]
 
     @staticmethod
     def _take_batch(refs: list[MailRef], max_message_bytes: int) -> list[MailRef]:
@@ -354,14 +386,20 @@ class Server:
         return batch
 
     def _handle_batch(self, refs: list[MailRef], stats: PassStats) -> None:
-        # Counted before any work: a message that crashes the server counts too.
-        attempts = self._ledger.begin_attempts([ref.key for ref in refs])
+        # Tries made before this pass. A try is counted just before the request's own
+        # classification (answering.py), so a request that crashes the server counts,
+        # and the requests queued behind it do not.
+        attempts = self._ledger.attempts_of([ref.key for ref in refs])
+        self.answerer.counted_this_pass = []
         try:
             self._work_on(refs, attempts, stats)
         except TransientError:
             # The mail servers failed, not the messages: those tries do not count.
             # (Finished messages are no longer "seen" and keep their state.)
-            self._ledger.release_attempts([ref.key for ref in refs])
+            try:
+                self._ledger.release_attempts(self.answerer.counted_this_pass)
+            except TransientError as exc:
+                log.debug("could not take back this pass's tries: %s", exc)
             raise
 
     def _work_on(self, refs: list[MailRef], attempts: dict[str, int], stats: PassStats) -> None:
@@ -378,11 +416,16 @@ class Server:
                 if self.claims is not None:
                     self.claims.forget([ref])
                 continue  # removed by someone else meanwhile
-            incoming = self._read(ref, content, headers.get(ref.key))
+            incoming = None if isinstance(content, Unreadable) else \
+                self._read(ref, content, headers.get(ref.key))
             if incoming is None:
-                if attempts[ref.key] > self.settings.max_attempts:
-                    self._set_aside_unreadable(ref)
+                reason = content.reason if isinstance(content, Unreadable) else "the message cannot be parsed"
+                tries = self._ledger.begin_attempts([ref.key])[ref.key]  # this failure is its try
+                if tries >= self.settings.max_attempts:
+                    self._set_aside_unreadable(ref, f"{reason} ({tries} tries)")
                     stats.set_aside += 1
+                else:
+                    log.warning("%s: %s (try %d of %d)", ref.key, reason, tries, self.settings.max_attempts)
                 continue
             if incoming.message_id in ids_in_pass:
                 # A second copy in the same pass (a client's retried submission, a
@@ -400,7 +443,6 @@ class Server:
             elif verdict is Verdict.KEEP:
                 keep.append(ref)
             elif verdict is Verdict.WAIT:
-                self._ledger.release_attempt(ref.key)  # waiting is not a failed try
                 stats.waiting += 1
         if jobs:
             done += self.answerer.classify_and_answer(jobs, stats)
@@ -427,6 +469,14 @@ class Server:
         ref, incoming = job.ref, job.incoming
         ledger, settings = self._ledger, self.settings
         message_id, sender = incoming.message_id, incoming.sender
+        refusal = self._unauthenticated(incoming)
+        if refusal:
+            # Before any reservation and without its Message-ID in the ledger: a forgery
+            # must not hold up, pre-empt or use the rate limit of the real sender's request.
+            self._log(job, "refused", refusal)
+            ledger.mark_refused(ref.key, "", sender, refusal)
+            stats.refused += 1
+            return Verdict.KEEP
         if message_id:
             # Reserve first, then look for a final state: a worker that finishes
             # this Message-ID drops its reservation in the same transaction.
@@ -441,6 +491,8 @@ class Server:
             self._finish(earlier.state, job, reason)
             return Verdict.REMOVE if earlier.state == ANSWERED else Verdict.KEEP
         if not incoming.is_request:
+            if incoming.bounced_ids:
+                self._note_bounce(job)
             self._log(job, "ignored", incoming.reason)
             ledger.mark_ignored(ref.key, message_id, sender, incoming.reason)
             stats.ignored += 1
@@ -456,29 +508,51 @@ class Server:
             return Verdict.KEEP
         if settings.rate_limit_per_hour and \
                 ledger.count_events(sender, RATE_WINDOW_S) >= settings.rate_limit_per_hour:
-            self._refuse_over_rate(job)
+            self._defer_over_rate(job)
             stats.refused += 1
-            return Verdict.REMOVE
-        if job.attempts > settings.max_attempts:
-            self._set_aside(job, f"failed {job.attempts - 1} times", tell_sender=True)
+            return Verdict.KEEP
+        if job.attempts >= settings.max_attempts:
+            self._set_aside(job, f"failed {job.attempts} times", tell_sender=True)
             stats.set_aside += 1
             return Verdict.SET_ASIDE
         if not ledger.take_event(sender, "request", RATE_WINDOW_S, settings.rate_limit_per_hour):
             # Another worker took this sender's last request of the hour meanwhile.
-            self._refuse_over_rate(job)
+            self._defer_over_rate(job)
             stats.refused += 1
-            return Verdict.REMOVE
+            return Verdict.KEEP
         return Verdict.WORK
 
-    def _refuse_over_rate(self, job: Job) -> None:
+    def _note_bounce(self, job: Job) -> None:
+        """A delivery report about one of our replies: recorded against its request."""
+        for reply_id in job.incoming.bounced_ids:
+            record = self._ledger.record_bounce(reply_id, job.incoming.bounce_detail)
+            if record is not None:
+                log.info("%s from %s: the reply bounced (%s)", record.message_id or record.key,
+                         record.sender or "(no sender)", job.incoming.bounce_detail)
+
+    def _unauthenticated(self, incoming: Incoming) -> str:
+        """Why a request from an allowed sender is not believed, or "" (authresults.py)."""
+        settings = self.settings
+        if not (settings.require_authentication and incoming.is_request
+                and settings.allowed.allows(incoming.sender)):
+            return ""
+        verdict = check_sender(incoming.header_fields, incoming.sender, settings.authserv_ids)
+        return "" if verdict.trusted else f"sender not authenticated: {verdict.reason}"
+
+    def _defer_over_rate(self, job: Job) -> None:
+        """Over the sender's hourly limit: kept in the mailbox and looked at again later,
+        answered once the hour allows; one log line per request, one notice per hour."""
         limit = self.settings.rate_limit_per_hour
-        reason = f"rate limit: more than {limit} requests in an hour"
+        self.deferred[job.ref.key] = time.monotonic() + RATE_RECHECK_S
+        self._ledger.release_reservation(job.ref.key)
+        if job.ref.key in self._deferral_logged:
+            return
+        self._deferral_logged.add(job.ref.key)
         if self._ledger.take_event(job.incoming.sender, "rate-notice", RATE_WINDOW_S, 1):
-            text = (f"You have sent more than {limit} requests in the last hour; "
-                    "this one was not processed. Please try again later.")
+            text = (f"You have sent more than {limit} requests in the last hour; this one "
+                    "waits, and is answered as soon as the hour's limit allows.")
             self._send_notice(job, error_answers(job.incoming, text))
-        self._log(job, "refused", reason)
-        self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._log(job, "deferred", f"rate limit: more than {limit} requests in an hour; kept for the next window")
 
     def _refuse_unprotected(self, job: Job) -> None:
         """A request from an allowed address that fails the [security] check.
@@ -511,8 +585,7 @@ class Server:
         self._ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "set-aside", reason)
 
-    def _set_aside_unreadable(self, ref: MailRef) -> None:
-        reason = "the message cannot be parsed"
+    def _set_aside_unreadable(self, ref: MailRef, reason: str) -> None:
         try:
             self.mailbox.set_aside([ref], self.settings.failed_folder)
             if self.claims is not None:
@@ -551,6 +624,12 @@ class Server:
         incoming = job.incoming
         log.info("%s from %s: %s (%s)", incoming.message_id or job.ref.key,
                  incoming.sender or "(no sender)", action, reason)
+
+
+def _kind_of_trouble(error: object) -> str:
+    """An error's text without numbers (ports, counts, message numbers): two texts of
+    the same trouble compare equal, so it is logged once, not once per retry."""
+    return "".join(char for char in str(error) if not char.isdigit())[:120]
 
 
 @contextmanager
