@@ -23,7 +23,9 @@ Both kinds share ``Mailbox``:
 
 * ``list_messages()`` -- what is in the mailbox now, as ``MailRef`` (a stable key,
   plus the size where the protocol gives it for free);
-* ``fetch(refs, max_bytes)`` / ``fetch_headers(refs)`` -- bounded reads;
+* ``fetch(refs, max_bytes)`` / ``fetch_headers(refs)`` -- bounded reads; a message
+  the server will not give while it gives others is ``Unreadable`` (that
+  message's failure, not an outage);
 * ``delete(refs)``, ``set_aside(refs, folder)`` and ``end_pass()``;
 * IMAP only: ``claim(refs, folder)``, ``release(refs)`` and ``list_folder(folder)``;
 * ``wait(timeout)`` -- block until new mail may be there (IDLE), or until

@@ -10,11 +10,19 @@ answered (ledger.py, synced to disk) and only then DELETE or MOVE the request
 (RFC 1939 DELE / RFC 6851 MOVE, see mailbox.py). A crash at any point thus
 loses nothing; at worst a reply is sent twice, which the client ignores.
 
-A message whose handling fails ``max_attempts`` times (counted before each
-try, so crashes count) is set aside -- moved to the failed folder on IMAP,
-recorded on POP3 -- and its sender is told. Transient trouble (a mail server
-down) is retried with capped exponential backoff and does not count as an
-attempt. Each handled message gives one log line: id, sender, action, reason.
+A message whose handling fails ``max_attempts`` times is set aside -- moved to
+the failed folder on IMAP, recorded on POP3 -- and its sender is told. A try
+is counted durably just before the request's own classification (answering.py),
+so a request that crashes the server counts and those queued behind it do not;
+a message the mail server will not give (``Unreadable``), one that cannot be
+parsed, and one whose reply's recipient answers 4xx count a try each too.
+Transient trouble (a mail server down, a full disk under the ledger) is
+retried with capped exponential backoff, logged when it starts and when it
+ends, and does not count as an attempt. A request over its sender's hourly
+rate stays in the mailbox and waits for the next window. With
+``require_authentication`` a request counts only when the provider's
+Authentication-Results vouches for its From (mail/authresults.py). Each
+handled message gives one log line: id, sender, action, reason.
 
 Several servers may share one IMAP mailbox (claims.py): each claims requests
 in the shared ledger, moves them into a claims folder (RFC 6851 UID MOVE,
