@@ -206,17 +206,18 @@ class Claims:
         if claimed:
             self.ledger.end_claims([ref.key for ref in claimed])
 
-    def give_back(self, refs: list[MailRef]) -> None:
+    def give_back(self, refs: list[MailRef]) -> dict[str, str]:
         """Move claims back to the INBOX now (mail left there on purpose, or a worker
-        stopping): their records follow them to their new keys."""
+        stopping): their records follow them to their new keys. Returns old key -> new key."""
         claimed = [ref for ref in refs if ref.folder == self.folder]
         if not claimed:
-            return
+            return {}
         back = self.mailbox.release(claimed)
         for ref in claimed:
             if ref.key in back:
                 self.ledger.carry(ref.key, back[ref.key].key)
         self.finished(claimed)
+        return {ref.key: back[ref.key].key for ref in claimed if ref.key in back}
 
     # -- leases -----------------------------------------------------------------
 

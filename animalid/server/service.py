@@ -128,6 +128,8 @@ class Server:
         self.worker = new_worker_id()
         self.claims: Claims | None = None  # set when the mailbox is shared (IMAP MOVE + UIDPLUS)
         self.stop_event = threading.Event()
+        self._next_prune = 0.0  # when the ledger is pruned next (monotonic)
+        self._deferral_logged: set[str] = set()  # requests over the rate limit, logged once each
 
     @property
     def classify_seconds(self) -> float:
@@ -142,8 +144,6 @@ class Server:
     @property
     def handled(self) -> int:
         return self.answerer.handled
-        self._next_prune: float = 0.0  # when the ledger is pruned next (monotonic)
-        self._deferral_logged: set[str] = set()
 
     @property
     def deferred(self) -> dict[str, float]:
@@ -330,7 +330,8 @@ class Server:
         won = claims.take(new_refs, room) if room and new_refs else []
         # More waits and we are not starved: look again at once.
         stats.more_waiting = bool(won) and len(new_refs) > len(won)
-        batch = self._settle_finished_claims(claims.held_refs())
+        batch = [ref for ref in self._settle_finished_claims(claims.held_refs())
+                 if ref.key not in self.deferred]  # a reply deferred by its recipient waits
         if batch:
             self._handle_batch(batch, stats)
             self.mailbox.expect_more()
@@ -457,7 +458,13 @@ class Server:
         if done:
             self._remove_answered(done)
         if keep and self.claims is not None:
-            self.claims.give_back(keep)  # left in the mailbox: back to the INBOX
+            # Left in the mailbox: back to the INBOX, under new keys; a deferral follows
+            # its request there, so it is not claimed again before its time.
+            for old, new in self.claims.give_back(keep).items():
+                if old in self.deferred:
+                    self.deferred[new] = self.deferred.pop(old)
+                if old in self._deferral_logged:
+                    self._deferral_logged.add(new)
 
     def _read(self, ref: MailRef, content: bytes | TooLarge | None,
               header_bytes: bytes | None) -> Incoming | None:
