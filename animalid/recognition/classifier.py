@@ -20,12 +20,13 @@ from typing import Sequence
 import numpy as np
 
 from animalid.config import Config
-from animalid.errors import BadImageError
+from animalid.errors import BadImageError, ModelError
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.images import DEFAULT_MAX_PIXELS, load_image
 from animalid.recognition.knowledge import RANKS, load_knowledge_base
 from animalid.recognition.placement import CPU_BATCH_TENSORS, PRECISIONS, Placement
 from animalid.recognition.prefetch import prefetched, thread_pool
+from animalid.recognition.onnx_backend import BACKENDS, CpuDevice, OnnxNetworks, choose_backend
 from animalid.recognition.model import (VIEWS, EnsembleSpec, ModelSpec, build_view_transform, class_labels,
                                         combine, load_network, pick_device)
 
@@ -68,15 +69,30 @@ class Classifier:
                  rules: AnswerRules | None = None, top_k: int = 3, device: str = "auto",
                  threads: int = 0, allow_pickle: bool = False,
                  max_pixels: int = DEFAULT_MAX_PIXELS, views: Sequence[str] | None = None,
-                 batch_size: int = 0, precision: str = "fp32", decode_threads: int = 0):
-        import torch
-
-        self.torch = torch
+                 batch_size: int = 0, precision: str = "fp32", decode_threads: int = 0,
+                 backend: str = "auto"):
         ensemble = spec if isinstance(spec, EnsembleSpec) else EnsembleSpec.single(spec)
         if views:
             ensemble = ensemble.with_views(views)
         self.spec = ensemble
         self.max_pixels = max_pixels
+        self.onnx: OnnxNetworks | None = None
+        self.backend, why = choose_backend(backend, device)
+        if self.backend == "onnx":
+            try:
+                self._load_onnx(ensemble, kb_path, rules, top_k, threads, batch_size, decode_threads)
+                return
+            except ModelError as exc:
+                if backend == "onnx":
+                    raise
+                # Said once, at load: the server and classifier.py go on with PyTorch.
+                log.warning("backend auto: classifying with PyTorch: %s", exc)
+                self.backend, self.onnx = "torch", None
+        elif backend == "auto":
+            log.info("backend auto: classifying with PyTorch: %s", why)
+        import torch
+
+        self.torch = torch
         self.device = pick_device(torch, device)
         if self.device.type == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -100,6 +116,24 @@ class Classifier:
                        max(2 * m.spec.resize for m in ensemble.members))
         self.builder = AnswerBuilder(self.kb, self.labels, rules_for(ensemble, rules), top_k)
 
+    def _load_onnx(self, ensemble: EnsembleSpec, kb_path, rules, top_k: int, threads: int,
+                   batch_size: int, decode_threads: int) -> None:
+        """The ONNX Runtime backend (onnx_backend.py): no PyTorch in this process."""
+        self.torch = None
+        self.kb = load_knowledge_base(kb_path)
+        self.onnx = OnnxNetworks(ensemble, self.kb, threads)
+        self.device = CpuDevice()
+        # One setting sizes the whole process: [classifier] threads (onnx_backend.py).
+        self.placement = Placement(self.device, batch_size or CPU_BATCH_TENSORS, "fp32",
+                                   decode_threads or self.onnx.threads)
+        self._pool = thread_pool(self.placement.decode_threads)
+        self.labels = self.onnx.labels
+        self.networks = []
+        self.weights = [member.weight for member in ensemble.members]
+        self.needed = (max(2 * m.spec.crop for m in ensemble.members),
+                       max(2 * m.spec.resize for m in ensemble.members))
+        self.builder = AnswerBuilder(self.kb, self.labels, rules_for(ensemble, rules), top_k)
+
     @classmethod
     def from_config(cls, config: Config, **overrides) -> "Classifier":
         section = config.section("classifier")
@@ -119,6 +153,7 @@ class Classifier:
             batch_size=section.get_int("batch_size", minimum=0, maximum=4096),
             precision=section.get_choice("precision", PRECISIONS),
             decode_threads=section.get_int("decode_threads", minimum=0, maximum=256),
+            backend=section.get_choice("backend", BACKENDS),
         )
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**settings)
@@ -156,6 +191,12 @@ class Classifier:
             image = self.shrink(load_image(item[1], self.max_pixels))
         except BadImageError as exc:
             return exc
+        return self._views(image)
+
+    def _views(self, image) -> list:
+        """A decoded, shrunk image's views: one batch (views, 3, H, W) per member network."""
+        if self.onnx is not None:
+            return self.onnx.prepare(image)
         return [self.torch.stack(views_of(image)) for _, views_of in self.networks]
 
     def _answer_batch(self, ready: list[tuple[int, list]], items, answers: list) -> None:
@@ -166,8 +207,10 @@ class Classifier:
 
     def _forward(self, prepared: list[list]) -> "np.ndarray":
         """Every member's logits for prepared images: (members, views, images, classes)."""
-        torch, placement = self.torch, self.placement
         views = len(self.spec.views)
+        if self.onnx is not None:
+            return self.onnx.forward(prepared, views)
+        torch, placement = self.torch, self.placement
         per_member = []
         with torch.inference_mode():
             for index, (network, _) in enumerate(self.networks):
@@ -200,5 +243,4 @@ class Classifier:
 
     def logits(self, images: list) -> "np.ndarray":
         """Every member's logits for decoded RGB images: (members, views, images, classes)."""
-        return self._forward([[self.torch.stack(views_of(self.shrink(image))) for _, views_of in self.networks]
-                              for image in images])
+        return self._forward([self._views(self.shrink(image)) for image in images])

@@ -99,8 +99,10 @@ class MailboxLock:
 class Server(Answering):
     """Answers every allowed request in one mailbox; see the module docstring."""
 
-    def __init__(self, config: Config, classifier=None, receive: str | None = None):
+    def __init__(self, config: Config, classifier=None, receive: str | None = None,
+                 backend: str | None = None):
         self.config = config
+        self.backend = backend  # overrides [classifier] backend (server.py --backend)
         self.settings = ServerSettings.from_config(config, receive)
         self._classifier = classifier
         self.mailbox: Mailbox = open_mailbox(config, "server", self.settings.receive)
@@ -182,7 +184,7 @@ class Server(Answering):
     def classifier(self):
         if self._classifier is None:
             started = time.monotonic()
-            self._classifier = load_classifier(self.config, self.settings.max_image_pixels)
+            self._classifier = load_classifier(self.config, self.settings.max_image_pixels, self.backend)
             log.info("classifier loaded in %.1f s", time.monotonic() - started)
         return self._classifier
 
@@ -552,8 +554,8 @@ def serving_in_background(server: "Server", join_timeout: float = 15.0):
         raise RuntimeError(f"the server failed: {failure[0]!r}") from failure[0]
 
 
-def load_classifier(config: Config, max_pixels: int):
-    """The classifier (PyTorch) -- imported here only, so the mail code stays light."""
+def load_classifier(config: Config, max_pixels: int, backend: str | None = None):
+    """The classifier (ONNX Runtime or PyTorch) -- imported here only, so the mail code stays light."""
     from animalid.recognition.classifier import Classifier
 
-    return Classifier.from_config(config, max_pixels=max_pixels)
+    return Classifier.from_config(config, max_pixels=max_pixels, backend=backend)
