@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from animalid.cli.runner import run_command, setup_logging
 from animalid.config import DEFAULT_CONFIG, load_config
@@ -53,12 +53,14 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from animalid.recognition.export import export_network, networks_of
+    from animalid.recognition.model import ModelSpec
 
     config = load_config(args.config)
-    kb_path = config.section("classifier").get_path("knowledge_base")
+    kb_path = config.section("classifier").get_path("knowledge_base", must_exist=True)
+    assert kb_path is not None  # get_path without a fallback returns a path or raises
     descriptions = [Path(m) for m in args.model] if args.model else sorted(
         (DEFAULT_CONFIG.parent / "models").glob("*.json"))
-    specs = {}
+    specs: dict[Path, ModelSpec] = {}
     for description in descriptions:
         for spec in networks_of(description):
             specs.setdefault(spec.path.resolve(), spec)

@@ -26,9 +26,9 @@ from animalid.recognition.images import DEFAULT_MAX_PIXELS, load_image
 from animalid.recognition.knowledge import RANKS, load_knowledge_base
 from animalid.recognition.placement import CPU_BATCH_TENSORS, PRECISIONS, Placement
 from animalid.recognition.prefetch import prefetched, thread_pool
-from animalid.recognition.onnx_backend import BACKENDS, CpuDevice, OnnxNetworks, choose_backend
 from animalid.recognition.model import (VIEWS, EnsembleSpec, ModelSpec, build_view_transform, class_labels,
                                         combine, load_network, pick_device)
+from animalid.recognition.onnx_backend import BACKENDS, CpuDevice, OnnxNetworks, choose_backend
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Classifier:
     def _load_onnx(self, ensemble: EnsembleSpec, kb_path, rules, top_k: int, threads: int,
                    batch_size: int, decode_threads: int) -> None:
         """The ONNX Runtime backend (onnx_backend.py): no PyTorch in this process."""
-        self.torch = None
+        self.torch = None  # type: ignore[assignment]  # no PyTorch on this backend
         self.kb = load_knowledge_base(kb_path)
         self.onnx = OnnxNetworks(ensemble, self.kb, threads)
         self.device = CpuDevice()

@@ -20,17 +20,28 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from animalid.errors import ModelError
-from animalid.recognition.exports import (OPSET, StaleExportError, check_export, expected_fields, export_files,
-                                          file_sha256)
+from animalid.recognition.exports import (
+    OPSET,
+    StaleExportError,
+    check_export,
+    expected_fields,
+    export_files,
+    file_sha256,
+)
 from animalid.recognition.knowledge import load_knowledge_base
-from animalid.recognition.model import EnsembleSpec, ModelSpec, class_labels, load_network
+from animalid.recognition.model import (
+    EnsembleSpec,
+    ModelSpec,
+    class_labels,
+    load_network,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +93,7 @@ def export_network(spec: ModelSpec, kb_path: str | Path, allow_pickle: bool = Fa
     except ModelError:
         partial.unlink(missing_ok=True)
         raise
-    except Exception as exc:  # the exporter raises many types for an unsupported network
+    except Exception as exc:  # noqa: BLE001  (the exporter raises many types for an unsupported network)
         partial.unlink(missing_ok=True)
         raise ModelError(f"{spec.path}: cannot export to ONNX ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it stays on "
@@ -95,7 +106,7 @@ def export_network(spec: ModelSpec, kb_path: str | Path, allow_pickle: bool = Fa
         "opset": OPSET,
         "max_logit_difference": difference,
         "versions": {name: _version(name) for name in ("torch", "torchvision", "onnx", "onnxruntime")},
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         # The ONNX backend names classes without torchvision (model.class_labels).
         "labels": labels if spec.classes == "imagenet-1k" else None,
     }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def cuda_present() -> bool:
 class OnnxNetworks:
     """One ONNX Runtime session per member network, and each network's views as arrays."""
 
-    def __init__(self, ensemble: EnsembleSpec, kb, threads: int = 0):
+    def __init__(self, ensemble: EnsembleSpec, kb, threads: int = 0, spinning: bool = False):
         import onnxruntime
 
         first = ensemble.members[0].spec
@@ -105,14 +105,15 @@ class OnnxNetworks:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        # ``spinning`` only for benchmarks/classifier_speed.py --threads, which measures why not.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
         self.sessions = []
         for member in ensemble.members:
             path = export_files(member.spec).onnx
             try:
                 session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # onnxruntime raises its own unrelated types for a bad file
+            except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types for a bad file)
                 raise ModelError(f"{path}: ONNX Runtime cannot open it ({str(exc).splitlines()[0][:200]})") from None
             self.sessions.append((session, session.get_inputs()[0].name))
         self.views_of = [view_arrays(member.spec, ensemble.views) for member in ensemble.members]

@@ -19,7 +19,7 @@ without PyTorch:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -52,8 +52,8 @@ def fit_image(image: Image.Image, spec: ModelSpec, fit: str) -> Image.Image:
         size = (new_short, new_long) if width <= height else (new_long, new_short)
         if size != image.size:
             image = image.resize(size, resample)
-        left = int(round((image.size[0] - spec.crop) / 2.0))
-        top = int(round((image.size[1] - spec.crop) / 2.0))
+        left = round((image.size[0] - spec.crop) / 2.0)  # torchvision's center_crop
+        top = round((image.size[1] - spec.crop) / 2.0)
         return image.crop((left, top, left + spec.crop, top + spec.crop))
     raise ModelError(f"{spec.path}: input.fit must be crop or pad")
 

@@ -18,7 +18,12 @@ from animalid.config import load_config
 from animalid.errors import ModelError
 from animalid.recognition.classifier import Classifier
 from animalid.recognition.export import export_network, networks_of
-from animalid.recognition.exports import EXPORT_COMMAND, StaleExportError, check_export, export_files
+from animalid.recognition.exports import (
+    EXPORT_COMMAND,
+    StaleExportError,
+    check_export,
+    export_files,
+)
 from animalid.recognition.images import load_image
 from animalid.recognition.model import EnsembleSpec, ModelSpec
 from animalid.testing.harness import PHOTOS, ROOT
@@ -145,18 +150,18 @@ def test_the_onnx_path_never_imports_torch(exported):
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
         "print('LOADED', loaded)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout, result.stdout
 
 
 def test_server_and_classifier_py_take_backend(exported):
     for program in ("classifier.py", "server.py"):
-        result = subprocess.run([sys.executable, program, "--help"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run([sys.executable, program, "--help"], check=False, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
         assert "--backend {auto,onnx,torch}" in result.stdout
     result = subprocess.run([sys.executable, "classifier.py", "--backend", "onnx", "--device", "cuda",
-                             "tests/photos/tiger.png"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             "tests/photos/tiger.png"], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "backend = onnx runs on the CPU" in result.stderr
 
 
