@@ -185,7 +185,8 @@ class Server(Answering):
         if self._classifier is None:
             started = time.monotonic()
             self._classifier = load_classifier(self.config, self.settings.max_image_pixels, self.backend)
-            log.info("classifier loaded in %.1f s", time.monotonic() - started)
+            log.info("classifier loaded in %.1f s (%s backend)", time.monotonic() - started,
+                     getattr(self._classifier, "backend", "torch"))
         return self._classifier
 
     def stop(self) -> None:
