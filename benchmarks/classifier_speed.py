@@ -260,8 +260,8 @@ def thread_settings(config, spec, mode: str) -> int:
             started = time.perf_counter()
             classifier.classify(items)
             rates[key].append(len(items) / (time.perf_counter() - started))
-    print(f"{mode}/onnx, 16 phone photos end to end, images/s (median of 3); decoding threads 1 = in the "
-          f"caller's thread, no overlap with the networks")
+    print(f"{mode}/onnx, 16 phone photos end to end, images/s (median of 3); the decoding threads work "
+          f"in the background, ahead of ONNX Runtime")
     for (ort, decode, spin), values in rates.items():
         print(f"  ONNX Runtime threads {ort}, decoding threads {decode}, spinning {'on ' if spin else 'off'}: "
               f"{statistics.median(values):5.1f}")

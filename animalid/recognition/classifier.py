@@ -7,12 +7,18 @@ full.json): which networks see which test-time views of each photo, how their
 outputs are combined, and the answer thresholds measured for that
 combination (README, "Accuracy"). This package is the only code that imports
 PyTorch; it knows nothing of mail.
+
+``backend`` picks what runs the networks (onnx_backend.py): ONNX Runtime on
+the CPU from the exports in ``models/onnx/`` (no PyTorch in the process), or
+PyTorch; ``auto`` takes ONNX Runtime when the exports are valid and falls
+back to PyTorch, saying why once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +34,7 @@ from animalid.recognition.placement import CPU_BATCH_TENSORS, PRECISIONS, Placem
 from animalid.recognition.prefetch import prefetched, thread_pool
 from animalid.recognition.model import (VIEWS, EnsembleSpec, ModelSpec, build_view_transform, class_labels,
                                         combine, load_network, pick_device)
-from animalid.recognition.onnx_backend import BACKENDS, CpuDevice, OnnxNetworks, choose_backend
+from animalid.recognition.onnx_backend import BACKENDS, CpuDevice, OnnxNetworks, choose_backend, decoding_threads
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +129,11 @@ class Classifier:
         self.kb = load_knowledge_base(kb_path)
         self.onnx = OnnxNetworks(ensemble, self.kb, threads)
         self.device = CpuDevice()
-        # One setting sizes the whole process: [classifier] threads (onnx_backend.py).
-        self.placement = Placement(self.device, batch_size or CPU_BATCH_TENSORS, "fp32",
-                                   decode_threads or self.onnx.threads)
-        self._pool = thread_pool(self.placement.decode_threads)
+        # One setting sizes the whole process (onnx_backend.py, "Threads"): ONNX Runtime
+        # runs `threads` threads, and half as many (at least one) decode ahead of it.
+        decoding = decode_threads or decoding_threads(self.onnx.threads)
+        self.placement = Placement(self.device, batch_size or CPU_BATCH_TENSORS, "fp32", decoding)
+        self._pool = ThreadPoolExecutor(max_workers=decoding, thread_name_prefix="animalid-decode")
         self.labels = self.onnx.labels
         self.networks = []
         self.weights = [member.weight for member in ensemble.members]
