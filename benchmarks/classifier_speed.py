@@ -11,13 +11,14 @@ ratio onnx / torch):
   bare ``import torch`` process, which is the framework's own share;
 * end to end, start-up included: a fresh process that loads the mode and
   classifies 16 phone photos (12 MP JPEGs), images per second of its whole
-  run, and its peak RSS;
+  run, and its peak RSS, beside a process that only imports torch;
 * latency per image at batch 1: decode + preprocess + every network and view
   + answer, median and p95, for the small demo photo and for a 12-megapixel
   JPEG (4032 x 3024, what a phone sends);
 * throughput: images per second with BATCH_SIZE tensors per forward pass
   (an image brings one tensor per view) and, for comparison, other sizes;
-* beside a process that only imports torch.
+* for config.ini's mode, 16 phone photos in a warm process: the networks
+  alone, end to end with the decoding threads, and decoding in one thread.
 
 The modes and backends are timed in turns within one run, so their figures
 compare even when the machine is busy; compare figures within one run.
