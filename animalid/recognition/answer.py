@@ -51,7 +51,7 @@ class AnswerRules:
 
     rank_threshold: float = 0.5
     min_confidence: float = 0.20
-    animal_threshold: float = 0.35
+    animal_threshold: float = 0.20  # config.DEFAULTS; tests/unit/test_backend_settings.py keeps them equal
     # Whether the picture shows an animal at all is judged on the most likely
     # classes only (0 = all): otherwise a flat output (a blank wall) adds up
     # hundreds of 0.1% animal classes to "an animal, 25%".
