@@ -24,7 +24,7 @@ The modes and backends are timed in turns within one run, so their figures
 compare even when the machine is busy; compare figures within one run.
 ``--threads`` instead measures the ONNX backend's thread settings (ONNX
 Runtime's intra-op threads, decoding threads, spinning) end to end
-(docs/speed_onnx.md, "Threads").
+(docs/speed.md, "Threads").
 
     python benchmarks/classifier_speed.py [--runs 20] [--modes fast,balanced,full] [--backends torch,onnx]
     python benchmarks/classifier_speed.py --threads [--modes balanced]

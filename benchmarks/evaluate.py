@@ -26,7 +26,7 @@ seconds. Printed, for each set:
 Runtime backend (its logits are cached apart); ``--compare-backends`` prints,
 per mode and folder, how many answers (name, rank, lead) ONNX Runtime and its
 Pillow/numpy preprocessing give exactly as PyTorch and torchvision do
-(docs/speed_onnx.md, "Preprocessing").
+(docs/speed.md, "Preprocessing").
 
     python benchmarks/evaluate.py [FOLDER ...] [--search] [--show-wrong] [--backend B] [--compare-backends]
 """

@@ -7,7 +7,7 @@ installed, and PyTorch on a CUDA GPU (the GPU path stays PyTorch); when it
 cannot use ONNX it says why in one line and uses PyTorch. ``onnx`` refuses
 instead, with the line that names the rebuild command.
 
-Threads (docs/speed_onnx.md, "Threads"): one setting, ``[classifier] threads``
+Threads (docs/speed.md, "Threads"): one setting, ``[classifier] threads``
 (0 = one per core), sizes the whole process: ONNX Runtime's intra-op pool has
 ``threads`` threads and ``decoding_threads(threads)`` (half as many, at least
 one) decode and prepare photos ahead of it, in the background

@@ -11,7 +11,7 @@ without PyTorch:
   interpolation; torchvision's antialiased bicubic is a port of Pillow's
   (same kernel, a = -0.5), computed in float and rounded, where Pillow
   computes in fixed point, so a pixel may differ by one level
-  (docs/speed_onnx.md, "Preprocessing");
+  (docs/speed.md, "Preprocessing");
 * normalisation as ``ToDtype(scale=True)`` then ``Normalize``: value / 255,
   minus mean / pixel_scale, divided by std / pixel_scale, in float32;
 * a ``-mirror`` view is its fitted view flipped left to right.

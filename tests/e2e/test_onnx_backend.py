@@ -172,7 +172,7 @@ def test_onnx_and_pytorch_logits_agree_on_the_test_photos(backends):
     onnx, reference = backends["onnx"].logits(images), backends["torch"].logits(images)
     assert onnx.shape == reference.shape == (2, 2, 3, 1000)
     # The networks alone agree to about 1e-5; what is left is the preprocessing's
-    # rounding (Pillow's fixed point against torchvision's float, docs/speed_onnx.md).
+    # rounding (Pillow's fixed point against torchvision's float, docs/speed.md).
     assert np.abs(onnx - reference).max() < 0.25
     assert (onnx.argmax(-1) == reference.argmax(-1)).all()
     onnx_answers = backends["onnx"].classify([(n, PHOTOS / n) for n in PHOTO_NAMES])
