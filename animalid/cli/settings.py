@@ -302,14 +302,16 @@ def server_parts(config: Config, receive: str | None = None) -> ServerParts:
     return ServerParts(settings, mailbox(config, "server", settings.receive), sender(config, "server"))
 
 
-def server(config: Config, classifier: Any = None, receive: str | None = None) -> Any:
+def server(config: Config, classifier: Any = None, receive: str | None = None,
+           backend: str | None = None) -> Any:
     """A ``Server`` for config.ini; without ``classifier`` it loads the one [classifier]
-    describes when it opens (``LazyClassifier``)."""
+    describes (``backend``, when given, wins) when it opens (``LazyClassifier``)."""
     from animalid.server.service import Server
 
     parts = server_parts(config, receive)
     if classifier is None:
-        classifier = LazyClassifier(config, parts.settings.max_image_pixels)
+        classifier = LazyClassifier(classifier_options(
+            config, max_pixels=parts.settings.max_image_pixels, backend=backend))
     return Server(parts.settings, parts.mailbox, parts.sender, classifier)
 
 
@@ -335,6 +337,7 @@ def answer_rules(section: Section) -> "AnswerRules":
 def classifier_options(config: Config, **overrides: Any) -> dict[str, Any]:
     """``Classifier``'s keyword arguments from [classifier]; ``overrides`` (not None) win."""
     from animalid.recognition.model import VIEWS, ModelSpec
+    from animalid.recognition.onnx_backend import BACKENDS
     from animalid.recognition.placement import PRECISIONS
 
     section = config.section("classifier")
@@ -353,6 +356,7 @@ def classifier_options(config: Config, **overrides: Any) -> dict[str, Any]:
         batch_size=section.get_int("batch_size", minimum=0, maximum=4096),
         precision=section.get_choice("precision", PRECISIONS),
         decode_threads=section.get_int("decode_threads", minimum=0, maximum=256),
+        backend=section.get_choice("backend", BACKENDS),
     )
     options.update({key: value for key, value in overrides.items() if value is not None})
     if "spec" not in options:
@@ -371,13 +375,20 @@ class LazyClassifier:
     """The server's classifier, loaded by an explicit ``load()`` (the server calls it
     once the mail servers have accepted its logins, before the first request)."""
 
-    def __init__(self, config: Config, max_pixels: int):
-        self._config, self._max_pixels = config, max_pixels
+    def __init__(self, options: dict[str, Any]):
+        self._options = options  # Classifier's keyword arguments (classifier_options)
         self._loaded: Any = None
 
     def load(self) -> None:
         if self._loaded is None:
-            self._loaded = classifier(self._config, max_pixels=self._max_pixels)
+            from animalid.recognition.classifier import Classifier
+
+            self._loaded = Classifier(**self._options)
+
+    @property
+    def backend(self) -> str:
+        """What runs the networks once loaded: "onnx" or "torch"."""
+        return str(getattr(self._ready(), "backend", "torch"))
 
     def _ready(self) -> Any:
         if self._loaded is None:
