@@ -77,6 +77,10 @@ class Classifier:
             ensemble = ensemble.with_views(views)
         self.spec = ensemble
         self.max_pixels = max_pixels
+        # Decoding memory follows the pictures, not the threads (decode_budget.py), on
+        # either backend.
+        self._budget = DecodeBudget(max_pixels=max(DEFAULT_BUDGET_PIXELS, max_pixels))
+        keep_freed_pictures_out_of_the_heap()
         self.onnx: OnnxNetworks | None = None
         self.backend, why = choose_backend(backend, device)
         if self.backend == "onnx":
@@ -99,9 +103,6 @@ class Classifier:
             torch.set_num_threads(threads or os.cpu_count() or 1)
         self.placement = Placement.choose(torch, self.device, batch_size, precision, decode_threads)
         self._pool = thread_pool(self.placement.decode_threads)
-        # Decoding memory follows the pictures, not the threads (decode_budget.py).
-        self._budget = DecodeBudget(max_pixels=max(DEFAULT_BUDGET_PIXELS, max_pixels))
-        keep_freed_pictures_out_of_the_heap()
         self.kb = load_knowledge_base(kb_path)
         self.labels = class_labels(ensemble.members[0].spec, self.kb)
         self.networks = []
