@@ -115,7 +115,7 @@ def classify_child(threads: int, png_path: str) -> dict:
     reset_peak()
     started = time.perf_counter()
     answers = classifier.classify(items)
-    return {"part": "classify", "way": "server", "threads": threads, "base_mb": round(base),
+    return {"part": "classify", "way": classifier.backend, "threads": threads, "base_mb": round(base),
             "peak_mb": round(peak_mb()), "seconds": round(time.perf_counter() - started, 2),
             "errors": sum("error" in answer for answer in answers)}
 
