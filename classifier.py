@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """classifier.py: identify the animal in image files with the network and the knowledge base.
 
-``python classifier.py IMAGE...`` prints a readable answer per image; ``--json``
+``.venv/bin/python classifier.py IMAGE...`` prints a readable answer per image; ``--json``
 prints the output contract. The code lives in ``animalid.recognition`` (the
 only package that imports PyTorch) and ``animalid.cli.classify``.
 
@@ -10,6 +10,11 @@ For scripts, ``Classifier`` and ``ModelSpec`` are re-exported here, so
 """
 
 import sys
+
+from animalid.envcheck import CLASSIFIER, require
+
+# Before any third-party import: outside the virtual environment, one line saying what to run.
+require("classifier.py", sys.argv[0], CLASSIFIER)
 
 from animalid.cli.classify import main
 from animalid.recognition.classifier import BATCH_SIZE, Classifier  # noqa: F401  (re-export)

@@ -2,6 +2,11 @@
 
 import sys
 
+from animalid.envcheck import DEMO, require
+
+# Before any third-party import: outside the virtual environment, one line saying what to run.
+require("demo", "-m animalid.demo", DEMO)
+
 from animalid.cli.demo import main
 
 if __name__ == "__main__":

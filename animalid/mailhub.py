@@ -6,6 +6,11 @@ the runtime); its command line is ``animalid.cli.hub``.
 
 import sys
 
+from animalid.envcheck import HUB, require
+
+# Before any third-party import: outside the virtual environment, one line saying what to run.
+require("mailhub", "-m animalid.mailhub", HUB)
+
 from animalid.cli.hub import main
 
 if __name__ == "__main__":

@@ -230,7 +230,8 @@ def identify(config, args) -> int:
         print(render_answers(answers))
         if args.verbose:
             print(f"(answered in {time.monotonic() - started:.2f} s)", file=sys.stderr)
-    return ExitStatus.OK
+    # As classifier.py: 1 when the server could not answer a photo (README, exit statuses).
+    return ExitStatus.ERROR if any("error" in answer for answer in answers) else ExitStatus.OK
 
 
 def camera(config, args) -> int:
