@@ -52,12 +52,13 @@ from datetime import datetime
 from email.message import EmailMessage, Message
 from typing import Sequence
 
-from animalid.contract import render_answers
 from animalid.config import Config
 from animalid.mail.decorations import find_decorations
 from animalid.mail.headers import HEADER_BYTES_LIMIT, first_message_id, message_ids, one_line, read_header
 from animalid.mail.imagetypes import IMAGE_EXTENSIONS, UNTYPED, image_type_of, sniff_image_type
+from animalid.mail.parts import attach
 from animalid.mail.protection import Protection, ProtectionError, sealed_parts
+from animalid.mail.replytext import reply_text
 from animalid.mail.transport import looks_like_address
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ def build_request(sender: str, recipient: str, images: Sequence[tuple[str, bytes
 def _attach_images(message: EmailMessage, files: list[tuple[str, bytes]]) -> None:
     for name, data in files:
         maintype, _, subtype = image_type_of(data, name).partition("/")
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        attach(message, data, maintype, subtype, name)
 
 
 def build_reply(request: Incoming, sender: str, answers: list[dict], note: str = "",
@@ -249,14 +250,11 @@ def build_reply(request: Incoming, sender: str, answers: list[dict], note: str =
     # RFC 3834 section 5: mark the reply so that other responders stay quiet.
     message["Auto-Submitted"] = "auto-replied"
     message[MARK_HEADER] = REPLY_MARK
-    if protection.encrypts:
-        body = ENCRYPTED_REPLY_TEXT  # the answers themselves travel sealed only
+    closing = [skipped_text(request.skipped)] if request.skipped else []
+    if protection.encrypts:  # the answers themselves travel sealed only
+        body = "\n\n".join(block for block in (note, ENCRYPTED_REPLY_TEXT, *closing) if block)
     else:
-        body = render_answers(answers) if answers else "No image was found in your message."
-    if note:
-        body = f"{note}\n\n{body}"
-    if request.skipped:
-        body = f"{body}\n\n{skipped_text(request.skipped)}"
+        body = reply_text(answers, note, closing)
     message.set_content(body + "\n")
     payload = json.dumps(answers, ensure_ascii=False, indent=1).encode("utf-8")
     protection.protect(message, [(ANSWERS_FILENAME, payload)], REPLY_MARK, _attach_answers)
@@ -265,7 +263,7 @@ def build_reply(request: Incoming, sender: str, answers: list[dict], note: str =
 
 def _attach_answers(message: EmailMessage, files: list[tuple[str, bytes]]) -> None:
     for name, payload in files:
-        message.add_attachment(payload, maintype="application", subtype="json", filename=name)
+        attach(message, payload, "application", "json", name)
 
 
 def skipped_text(skipped: Sequence[str]) -> str:
