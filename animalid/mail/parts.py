@@ -10,6 +10,7 @@ parts) has no such habit.
 from __future__ import annotations
 
 from email.message import EmailMessage, MIMEPart
+from typing import cast
 
 
 def attach(message: EmailMessage, data: bytes, maintype: str, subtype: str, filename: str) -> None:
@@ -18,4 +19,4 @@ def attach(message: EmailMessage, data: bytes, maintype: str, subtype: str, file
     part.set_content(data, maintype=maintype, subtype=subtype, filename=filename)
     if message.get_content_maintype() != "multipart":
         message.make_mixed()
-    message.attach(part)
+    message.attach(cast(EmailMessage, part))  # typeshed types parts as the message's own class
