@@ -53,8 +53,8 @@ EPILOG = """\
 exit status: 0 answered, 1 error (e.g. unreadable image), 2 bad settings,
 3 no answer in time, 4 login refused, 5 mail server unreachable, 130 Ctrl-C.
 examples:
-  python client.py --image tiger.jpg --image dog.png
-  python client.py --collect      # answers that came after an earlier run gave up
+  .venv/bin/python client.py --image tiger.jpg --image dog.png
+  .venv/bin/python client.py --collect      # answers that came after an earlier run gave up
 """
 
 

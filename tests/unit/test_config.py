@@ -24,8 +24,9 @@ def test_the_shipped_config_reads(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="absent.ini: config file not found"):
+    with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.ini")
+    assert str(caught.value) == f"{tmp_path / 'absent.ini'}: no such file"
 
 
 def test_broken_ini_is_named(tmp_path):
