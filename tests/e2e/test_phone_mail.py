@@ -290,8 +290,8 @@ def test_late_answers_are_shown_by_a_later_run_and_by_collect(mailhub, server_co
     collected = client_run(config, "--collect", "--json")
     assert collected.returncode == 0, collected.stderr
     (late,) = json.loads(collected.stdout)
-    assert late["request"] == bison_id and late["files"] == ["bison.png"]
-    assert late["answers"][0]["taxonomy"]["family"] == FAMILY["bison.png"]
+    assert late["request"] == bison_id and late["file"] == "bison.png" and late["late"] is True
+    assert late["taxonomy"]["family"] == FAMILY["bison.png"]
     again = client_run(config, "--collect")
     assert again.returncode == 0 and again.stdout == ""
     assert "no earlier request is waiting for an answer" in again.stderr
