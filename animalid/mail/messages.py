@@ -54,6 +54,7 @@ from typing import Sequence
 
 from animalid.config import Config
 from animalid.mail.decorations import find_decorations
+from animalid.mail.filekinds import no_image_text, other_attachments
 from animalid.mail.headers import HEADER_BYTES_LIMIT, first_message_id, message_ids, one_line, read_header
 from animalid.mail.imagetypes import IMAGE_EXTENSIONS, UNTYPED, image_type_of, sniff_image_type
 from animalid.mail.parts import attach
@@ -136,6 +137,7 @@ class Incoming:
     problems: list[str] = field(default_factory=list)  # e.g. parts over the limit
     protection_problem: str = ""  # why the signature / encryption check failed
     skipped: list[str] = field(default_factory=list)  # decorations not answered: "name (WxH)"
+    no_image: str = "no image found in the message"  # why there is nothing to identify, when so
 
     @property
     def is_request(self) -> bool:
@@ -322,6 +324,10 @@ def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits,
     if not incoming.images and not incoming.problems and answers_our_reply(message):
         incoming.kind = LOOP_GUARD
         incoming.reason = "answers our reply and brings no photo (mail loop guard)"
+    elif not incoming.images:
+        # Name what came instead: "cat.pdf is a PDF document; attach the photo itself ...".
+        incoming.no_image = no_image_text(other_attachments(message) if files is None
+                                          else [(name, "", data) for name, data in files])
     return incoming
 
 

@@ -140,7 +140,7 @@ class Answering:
             incoming = job.incoming
             note = "\n".join(incoming.problems)
             answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
-                                                   else "no image found in the message")
+                                                   else incoming.no_image)
             reply = build_reply(incoming, self.settings.address, answers, note=note,
                                 protection=self.settings.protection,
                                 display_name=self.settings.display_name)
