@@ -15,6 +15,8 @@ NO_ANIMAL = "No animal recognised"
 CONTRACT_KEYS = ("file", "scientific_name", "common_name", "description", "habitat",
                  "endangered", "dangerous", "poisonous", "venomous", "probability",
                  "rank", "taxonomy", "alternatives")
+# Optional: "note", a sentence about the photo itself (e.g. that a GIF's palette can change
+# the answer); "most_likely" and "looks_like" (see headline()).
 
 
 def headline(answer: dict) -> str:
@@ -97,6 +99,8 @@ def render_text(answer: dict) -> str:
     if answer.get("description"):
         lines.append(f"  About:        {answer['description']}")
     lines += _alternative_lines(answer)
+    if answer.get("note"):
+        lines.append(f"  Note:         {answer['note']}")
     return "\n".join(lines)
 
 

@@ -52,6 +52,8 @@ def answer_text(answer: dict) -> str:
     alternatives = answer.get("alternatives") or []
     if alternatives:
         lines.append("Other possibilities: " + "; ".join(_alternative(alt) for alt in alternatives))
+    if answer.get("note"):
+        lines.append(f"Note: {answer['note'][:1].upper()}{answer['note'][1:]}.")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
+from animalid.mail.imagetypes import GIF_NOTE
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_reply, clean_text, error_answers
 from animalid.mail.transport import MessageRejected, send_with_retry
@@ -116,6 +117,8 @@ class Answering:
             results = self.classifier.classify(items)
             self.classify_seconds += time.monotonic() - started
             for (job, position), answer in zip(owners, results):
+                if job.incoming.images[position].content_type == "image/gif" and "error" not in answer:
+                    answer = {**answer, "note": GIF_NOTE}
                 job.answers[position] = answer
 
     def _answer(self, jobs: list[Job], stats: PassStats,
