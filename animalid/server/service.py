@@ -162,6 +162,11 @@ class Server(Answering):
         if self.claims is not None:
             self.claims.stop_heartbeat()
             self.claims = None
+            if self.ledger is not None:
+                try:  # a clean stop: this worker leaves the record (a crash leaves it, to show as gone)
+                    self.ledger.leave()
+                except AnimalIdError as exc:
+                    log.debug("could not remove this worker's entry: %s", exc)
         for closer in (self.mailbox.close, self.sender.close):
             try:
                 closer()
