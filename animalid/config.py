@@ -357,15 +357,7 @@ class Section:
         error message.
         """
         env_key, command_key = f"{name}_env", f"{name}_command"
-        parser = self.config.parser
-        own = parser.has_option(self.name, env_key) or parser.has_option(self.name, command_key)
-
-        def source(key: str) -> str:
-            if own:
-                return self.expand(key, parser.get(self.name, key, fallback="").strip())
-            return self.raw(key)
-
-        variable, command = source(env_key), source(command_key)
+        variable, command = self._secret_keys(name)
         if variable and variable in os.environ:
             if not os.environ[variable].strip():
                 raise self.error(env_key, f"environment variable {variable} is set but empty")
@@ -378,6 +370,29 @@ class Section:
             raise self.error(env_key, f"environment variable {variable} is not set "
                                       f"and no {command_key} is given")
         raise self.error(f"{env_key} / {command_key}", "missing: say where the secret comes from")
+
+    def _secret_keys(self, name: str) -> tuple[str, str]:
+        """The variable name and the command of the secret ``name`` (either may be "")."""
+        env_key, command_key = f"{name}_env", f"{name}_command"
+        parser = self.config.parser
+        own = parser.has_option(self.name, env_key) or parser.has_option(self.name, command_key)
+
+        def source(key: str) -> str:
+            if own:
+                return self.expand(key, parser.get(self.name, key, fallback="").strip())
+            return self.raw(key)
+
+        return source(env_key), source(command_key)
+
+    def secret_source(self, name: str) -> str:
+        """Where get_secret(name) takes the secret from, in words, without the secret or the
+        command itself (a command may hold one: ``echo hunter2``)."""
+        variable, command = self._secret_keys(name)
+        if variable and variable in os.environ:
+            return f"the environment variable {variable} ([{self.name}] {name}_env)"
+        if command:
+            return f"[{self.name}] {name}_command in {self.config.path}"
+        return f"[{self.name}] {name}_env / {name}_command in {self.config.path}"
 
     def _run_secret_command(self, key: str, command: str) -> str:
         try:

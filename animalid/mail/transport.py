@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Callable, TypeVar
 
-from animalid.config import Config
+from animalid.config import DEFAULT_CONFIG, Config
 from animalid.errors import (AnimalIdError, AuthError, ConfigError, PermanentError, TransientError,
                      UnreachableError)
 from animalid.mail.headers import server_text
@@ -75,6 +75,8 @@ class Endpoint:
     security: str  # "tls" (implicit), "starttls" or "none"
     ca_file: str | None
     timeout: float
+    # When the host and port are the local hub's: how to start it, said when it refuses.
+    hub_hint: str = ""
 
     @classmethod
     def from_config(cls, config: Config, protocol: str) -> "Endpoint":
@@ -85,11 +87,13 @@ class Endpoint:
         host = section.get("host")
         security = section.get_choice("security", SECURITY_CHOICES)
         port = section.get_int("port", minimum=1, maximum=65535) if section.has("port") else None
+        hub_port = STANDARD_PORTS[protocol][security] + hub_port_offset(config, host)
         if port is None:
-            port = STANDARD_PORTS[protocol][security] + hub_port_offset(config, host)
+            port = hub_port
             if port > 65535:
                 raise config.section("hub").error("port_offset", f"puts the {protocol} port at {port}, "
                                                                  "above 65535")
+        hub_hint = start_hub_hint(config) if hub_port_offset(config, host) and port == hub_port else ""
         return cls(
             protocol=protocol,
             host=host,
@@ -97,6 +101,7 @@ class Endpoint:
             security=security,
             ca_file=str(ca_path) if ca_path else None,
             timeout=section.get_float("timeout", minimum=1.0, maximum=600.0),
+            hub_hint=hub_hint,
         )
 
     @property
@@ -113,6 +118,12 @@ class Endpoint:
             return ssl.create_default_context(cafile=self.ca_file or None)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"[{self.protocol}] ca_file {self.ca_file}: cannot load: {exc}") from None
+
+
+def start_hub_hint(config: Config) -> str:
+    """How to start the local hub for this settings file, as a command to copy."""
+    option = "" if config.path == DEFAULT_CONFIG.resolve() else f" --config {config.path}"
+    return f".venv/bin/python -m animalid.mailhub{option}"
 
 
 def hub_port_offset(config: Config, host: str) -> int:
@@ -142,7 +153,7 @@ def _missing_ca_text(config: Config, section, ca_path) -> str:
     origin = f" ({section.relative_to(raw)})" if section.relative_to(raw) else ""
     if "${hub:state_dir}" in written.replace(" ", ""):
         return (f"{ca_path} does not exist{origin}: the local hub writes it when it first starts; "
-                f"start it (python -m animalid.mailhub --config {config.path}) or set ca_file")
+                f"start it ({start_hub_hint(config)}) or set ca_file")
     return f"{ca_path} does not exist{origin}"
 
 
@@ -187,6 +198,13 @@ class Account:
     def token(self) -> str:
         return self._section.get_secret("token")
 
+    def login_refused(self, where: str, detail: str) -> AuthError:
+        """The error for a refused login: the account, the server's words, and where the
+        password (or token) came from, so the person knows which setting to fix."""
+        secret = "token" if self.auth == "xoauth2" else "password"
+        return AuthError(f"{where} refused the login of {self.username} ({detail}); the {secret} "
+                         f"came from {self._section.secret_source(secret)}")
+
 
 def looks_like_address(text: str) -> bool:
     """A bare address (local@domain) with nothing that could smuggle in a header."""
@@ -221,19 +239,21 @@ def network_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return UnreachableError(f"{endpoint.where}: timed out")
     if isinstance(exc, ConnectionRefusedError):
-        return UnreachableError(f"{endpoint.where}: connection refused")
+        hint = (f". Is the local mail hub running? Start it with: {endpoint.hub_hint}"
+                if endpoint.hub_hint else "")
+        return UnreachableError(f"{endpoint.where}: connection refused{hint}")
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return UnreachableError(f"{endpoint.where}: {reason}")
 
 
-def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
-    """Map an smtplib or socket failure to the error tree."""
+def smtp_error(endpoint: Endpoint, exc: BaseException, account: "Account | None" = None) -> AnimalIdError:
+    """Map an smtplib or socket failure to the error tree; a refused login names ``account``."""
     if isinstance(exc, AnimalIdError):
         return exc
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         if 400 <= exc.smtp_code < 500:  # 454: temporary authentication failure
             return TransientError(f"{endpoint.where}: login failed for now: {_reply_text(exc)}")
-        return AuthError(f"{endpoint.where} refused the login ({exc.smtp_code} {_reply_text(exc)})")
+        return _login_refused(endpoint, account, f"{exc.smtp_code} {_reply_text(exc)}")
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         detail = "; ".join(f"<{rcpt}>: {code} {server_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
@@ -249,7 +269,7 @@ def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
         stage = "sender" if isinstance(exc, smtplib.SMTPSenderRefused) else "message"
         return MessageRejected(f"{endpoint.where}: {stage} refused: {exc.smtp_code} {_reply_text(exc)}")
     if isinstance(exc, smtplib.SMTPResponseException):
-        return _by_reply_code(endpoint, exc.smtp_code, _reply_text(exc))
+        return _by_reply_code(endpoint, exc.smtp_code, _reply_text(exc), account)
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return PermanentError(f"{endpoint.where}: {exc}")
     if isinstance(exc, (OSError, ssl.SSLError)):
@@ -259,9 +279,15 @@ def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
     raise exc
 
 
-def _by_reply_code(endpoint: Endpoint, code: int, text: str) -> AnimalIdError:
+def _login_refused(endpoint: Endpoint, account: "Account | None", detail: str) -> AuthError:
+    if account is None:
+        return AuthError(f"{endpoint.where} refused the login ({detail})")
+    return account.login_refused(endpoint.where, detail)
+
+
+def _by_reply_code(endpoint: Endpoint, code: int, text: str, account: "Account | None" = None) -> AnimalIdError:
     if code == 535 or code == 534 or code == 530:
-        return AuthError(f"{endpoint.where} refused the login ({code} {text})")
+        return _login_refused(endpoint, account, f"{code} {text}")
     if 400 <= code < 500 or code < 200:
         return TransientError(f"{endpoint.where}: {code} {text}")
     return PermanentError(f"{endpoint.where}: {code} {text}")
@@ -305,7 +331,7 @@ class SmtpSender:
             smtp.send_message(message, from_addr=self.account.address, to_addrs=recipients)
             self._last_used = time.monotonic()
         except (smtplib.SMTPException, OSError) as exc:
-            error = smtp_error(self.endpoint, exc)
+            error = smtp_error(self.endpoint, exc, self.account)
             if isinstance(error, TransientError) or isinstance(exc, smtplib.SMTPServerDisconnected):
                 self._discard()
             raise error from None
@@ -316,7 +342,7 @@ class SmtpSender:
             self._session()
         except (smtplib.SMTPException, OSError) as exc:
             self._discard()
-            raise smtp_error(self.endpoint, exc) from None
+            raise smtp_error(self.endpoint, exc, self.account) from None
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None
