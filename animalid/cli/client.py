@@ -24,6 +24,8 @@ from animalid.config import DEFAULT_CONFIG, load_config
 from animalid.errors import ExitStatus
 
 PROG = "client.py"
+# How hints write a command to copy: with the virtual environment's Python (README).
+RUN = ".venv/bin/python client.py"
 SPINNER = "|/-\\"
 # When to say that the server may not be running. A round trip takes 0.2-1.2 s
 # on the local hub and a few seconds through Gmail or Outlook (README, "Speed"):
@@ -137,7 +139,7 @@ class Progress:
 def hint_text(server: str, elapsed: float) -> str:
     return (f"no answer after {elapsed:.0f} s: the server ({server}) may not be running. "
             f"Your photo waits in its mailbox and the answer will still come: "
-            f"{PROG} --collect (or your next {PROG} run) shows it.")
+            f"{RUN} --collect (or your next {PROG} run) shows it.")
 
 
 def show_late(found, waiting: dict, stream=sys.stdout) -> None:
@@ -211,7 +213,9 @@ def identify(config, args) -> int:
     from animalid.contract import render_answers
     from animalid.errors import UnreachableError
 
-    images = read_images(args.image)
+    # Checked here against the server's pixel limit (the same file's [server] section,
+    # or its default), so a photo the server would refuse is never mailed.
+    images = read_images(args.image, config.section("server").get_int("max_image_pixels", minimum=1))
     progress = Progress()
     printed: list[dict] = []  # with --json: every answer of this run, printed as one list at the end
     try:
@@ -231,10 +235,10 @@ def identify(config, args) -> int:
                 answers = requester.wait([message_id], timeout=timeout, on_tick=progress.tick)[message_id]
             except AnswerTimeout as exc:
                 raise AnswerTimeout(f"{exc}: the server may not be running. The request stays on "
-                                    f"record: {PROG} --collect shows its answer once the server has run",
+                                    f"record: {RUN} --collect shows its answer once the server has run",
                                     exc.answers, exc.missing) from None
             except UnreachableError as exc:
-                raise UnreachableError(f"{exc}. The request stays on record: {PROG} --collect shows "
+                raise UnreachableError(f"{exc}. The request stays on record: {RUN} --collect shows "
                                        f"its answer later") from None
             finally:
                 progress.done()
@@ -254,7 +258,7 @@ def identify(config, args) -> int:
 
 def camera(config, args) -> int:
     if not opencv_available():
-        print(f"{PROG}: camera capture needs OpenCV (pip install -r requirements/client.txt); "
+        print(f"{PROG}: camera capture needs OpenCV (.venv/bin/pip install -r requirements/client.txt); "
               f"or use --image PATH", file=sys.stderr)
         return ExitStatus.USAGE
     return int(capture.run(config, args) or 0)

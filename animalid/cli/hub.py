@@ -70,8 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE",
                    help="settings file whose [hub] section gives the defaults below "
                         "(default: config.ini beside the programs)")
-    p.add_argument("--state", metavar="DIR", help=f"state folder (default: [hub] state_dir, else {defaults['state_dir']})")
-    p.add_argument("--listen", metavar="ADDRESS", help=f"address to listen on (default: [hub] listen, else {defaults['listen']})")
+    p.add_argument("--state", metavar="DIR",
+                   help=f"state folder (default: [hub] state_dir, else {defaults['state_dir']})")
+    p.add_argument("--listen", metavar="ADDRESS",
+                   help=f"address to listen on (default: [hub] listen, else {defaults['listen']})")
     p.add_argument("--port-offset", type=int, metavar="N",
                    help=f"added to each standard port (default: [hub] port_offset, else {defaults['port_offset']})")
     p.add_argument("--client", action="append", metavar="NAME",
