@@ -16,9 +16,9 @@ from animalid.envcheck import CLASSIFIER, require
 # Before any third-party import: outside the virtual environment, one line saying what to run.
 require("classifier.py", sys.argv[0], CLASSIFIER)
 
-from animalid.cli.classify import main
-from animalid.recognition.classifier import BATCH_SIZE, Classifier  # noqa: F401  (re-export)
-from animalid.recognition.model import ModelSpec  # noqa: F401  (re-export)
+from animalid.cli.classify import main  # noqa: E402
+from animalid.recognition.classifier import BATCH_SIZE, Classifier  # noqa: E402,F401  (re-export)
+from animalid.recognition.model import ModelSpec  # noqa: E402,F401  (re-export)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ from animalid.envcheck import CLIENT, require
 # Before any third-party import: outside the virtual environment, one line saying what to run.
 require("client.py", sys.argv[0], CLIENT)
 
-from animalid.cli.client import main
+from animalid.cli.client import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

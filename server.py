@@ -11,7 +11,7 @@ from animalid.envcheck import SERVER, require
 # Before any third-party import: outside the virtual environment, one line saying what to run.
 require("server.py", sys.argv[0], SERVER)
 
-from animalid.cli.server import main
+from animalid.cli.server import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,7 +45,8 @@ def headline(answer: dict) -> str:
     if lead_of(answer):
         claim = (f"{_capital(name)} ({scientific})" if rank == "species"
                  else f"{rank} {scientific}: {_capital(name)}")
-        return f"{_candidate(most_likely, scientific)}, {most_likely['probability']:g}%; " \
+        lead = lead_of(answer) or {}
+        return f"{_candidate(lead, scientific)}, {lead['probability']:g}%; " \
                f"at least {claim}, {probability:g}%"
     if rank == "species":
         text = f"{_capital(name)} ({scientific}), {probability:g}%"

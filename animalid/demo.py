@@ -7,7 +7,7 @@ from animalid.envcheck import DEMO, require
 # Before any third-party import: outside the virtual environment, one line saying what to run.
 require("demo", "-m animalid.demo", DEMO)
 
-from animalid.cli.demo import main
+from animalid.cli.demo import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ from animalid.envcheck import HUB, require
 # Before any third-party import: outside the virtual environment, one line saying what to run.
 require("mailhub", "-m animalid.mailhub", HUB)
 
-from animalid.cli.hub import main
+from animalid.cli.hub import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -186,11 +186,10 @@ def collect_late(requester, record, quiet_errors: bool) -> tuple[list, dict]:
 
 def collect(config, args) -> int:
     """client.py --collect: print the late answers to this client's earlier requests."""
-    from animalid.client.pending import PendingRecord
-    from animalid.client.requester import Requester
+    from animalid.cli import settings as edge
 
-    with Requester(config, receive=args.receive) as requester:
-        record = PendingRecord.from_config(config, requester.account.address)
+    with edge.requester(config, receive=args.receive) as requester:
+        record = edge.pending_record(config, requester.account.address)
         found, waiting = collect_late(requester, record, quiet_errors=False)
     if args.json:
         print(json.dumps(late_json(found, waiting), ensure_ascii=False, indent=2))
@@ -208,8 +207,8 @@ def collect(config, args) -> int:
 
 
 def identify(config, args) -> int:
-    from animalid.client.pending import PendingRecord
-    from animalid.client.requester import AnswerTimeout, Requester
+    from animalid.cli import settings as edge
+    from animalid.client.requester import AnswerTimeout
     from animalid.contract import render_answers
     from animalid.errors import UnreachableError
 
@@ -219,8 +218,8 @@ def identify(config, args) -> int:
     progress = Progress()
     printed: list[dict] = []  # with --json: every answer of this run, printed as one list at the end
     try:
-        with Requester(config, receive=args.receive) as requester:
-            record = PendingRecord.from_config(config, requester.account.address)
+        with edge.requester(config, receive=args.receive) as requester:
+            record = edge.pending_record(config, requester.account.address)
             found, waiting = collect_late(requester, record, quiet_errors=True)
             if args.json:
                 printed += late_json(found, waiting)
@@ -261,7 +260,9 @@ def camera(config, args) -> int:
         print(f"{PROG}: camera capture needs OpenCV (.venv/bin/pip install -r requirements/client.txt); "
               f"or use --image PATH", file=sys.stderr)
         return ExitStatus.USAGE
-    return int(capture.run(config, args) or 0)
+    from animalid.cli import settings as edge
+
+    return int(capture.run(config, args, make_requester=lambda: edge.requester(config, getattr(args, "receive", None))) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ attached answers.json is, for the person who wonders.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from animalid.contract import headline, warnings_of
 
@@ -21,7 +22,7 @@ NO_IMAGE_TEXT = "No image was found in your message."
 MESSAGE_LABEL = "Your message"
 
 
-def reply_text(answers: Sequence[dict], note: str = "", closing: Sequence[str] = ()) -> str:
+def reply_text(answers: Sequence[dict[str, Any]], note: str = "", closing: Sequence[str] = ()) -> str:
     """The whole text body: ``note`` first, each answer, the ``closing`` lines, the answers.json line."""
     blocks = [note] if note else []
     blocks += [answer_text(answer) for answer in answers] or [NO_IMAGE_TEXT]
@@ -30,7 +31,7 @@ def reply_text(answers: Sequence[dict], note: str = "", closing: Sequence[str] =
     return "\n\n".join(blocks)
 
 
-def answer_text(answer: dict) -> str:
+def answer_text(answer: dict[str, Any]) -> str:
     """One answer: "file: the answer", then labelled lines."""
     name = answer.get("file", "image")
     lines = [f"{MESSAGE_LABEL if name == '(message)' else name}: {headline(answer)}"]
@@ -57,6 +58,6 @@ def answer_text(answer: dict) -> str:
     return "\n".join(lines)
 
 
-def _alternative(alt: dict) -> str:
+def _alternative(alt: dict[str, Any]) -> str:
     scientific = f" ({alt['scientific_name']})" if alt.get("scientific_name") else ""
     return f"{alt['common_name']}{scientific}, {alt['probability']:g}%"

@@ -403,6 +403,7 @@ def expected_strip(spool: Path, answered: list[dict], selected: int) -> np.ndarr
                                 capture.StripLayout(unit))
 
 
+@pytest.mark.gui
 def test_window_keeps_every_shot_with_its_answer_and_the_live_view_clear(stand_in, xdisplay, tmp_path):
     argv, spool = stand_in
     window = Window(argv(delays="2.0,0.2"), xdisplay, tmp_path)
@@ -450,6 +451,7 @@ def test_window_keeps_every_shot_with_its_answer_and_the_live_view_clear(stand_i
             shutil.copy(picture, keep / picture.name)
 
 
+@pytest.mark.gui
 def test_closing_the_window_quits(stand_in, xdisplay, tmp_path):
     argv, _ = stand_in
     window = Window(argv(), xdisplay, tmp_path)
@@ -572,6 +574,7 @@ def test_end_to_end_terminal_shot_is_identified_by_the_real_server(animal_server
     assert record["answers"][0]["taxonomy"]["family"] == "Felidae"  # the real classifier on the tiger
 
 
+@pytest.mark.gui
 def test_end_to_end_window_shows_the_real_answer_on_the_shot(animal_server, xdisplay, tmp_path):
     config, _, hub = animal_server
     shots = tmp_path / "shots"

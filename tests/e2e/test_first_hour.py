@@ -19,9 +19,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from animalid.mail.messages import parse_bytes, parse_reply
-from animalid.testing.harness import (PHOTOS, ROOT, ServerProcess, ledger_state, replies_by_request,
-                                      run_cli, running_server, submit, wait_for)
+from animalid.mail.messages import parse_reply
+from animalid.testing.harness import (
+    PHOTOS,
+    ServerProcess,
+    replies_by_request,
+    run_cli,
+    running_server,
+    submit,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

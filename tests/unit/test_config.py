@@ -140,9 +140,9 @@ def test_naming_one_secret_source_drops_the_other_default(tmp_path, monkeypatch)
 def test_the_source_of_a_secret_is_named_without_the_secret(tmp_path, monkeypatch):
     path = tmp_path / "c.ini"
     path.write_text("[client]\npassword_env = MY_MAIL_PASSWORD\npassword_command = echo hunter2\n")
-    section = load_config(path).section("client")
+    source = load_config(path).section("client").secret_source("password")
     monkeypatch.setenv("MY_MAIL_PASSWORD", "s3cret")
-    assert section.secret_source("password") == "the environment variable MY_MAIL_PASSWORD ([client] password_env)"
+    assert source.described() == f"the environment variable MY_MAIL_PASSWORD ({path.resolve()}: [client] password_env)"
     monkeypatch.delenv("MY_MAIL_PASSWORD")
-    assert section.secret_source("password") == f"[client] password_command in {path.resolve()}"
-    assert "hunter2" not in section.secret_source("password")
+    assert source.described() == f"{path.resolve()}: [client] password_command"
+    assert "hunter2" not in source.described()

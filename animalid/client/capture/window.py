@@ -10,14 +10,22 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from animalid.client.capture.camera import Camera, FramePacer
-from animalid.client.capture.card import (CARD_BACKGROUND, GOLD, HINT, WHITE, badge_padding,
-                                          card_text, layout_unit, preview_margin, render_card,
-                                          small_text)
+from animalid.client.capture.card import (
+    CARD_BACKGROUND,
+    GOLD,
+    HINT,
+    WHITE,
+    badge_padding,
+    card_text,
+    layout_unit,
+    preview_margin,
+    render_card,
+    small_text,
+)
 from animalid.client.capture.imaging import shrink
 from animalid.client.capture.session import CaptureSession, Update, describe_update
 from animalid.client.capture.shots import Shot, ShotBook
-from animalid.client.capture.strip import (NEXT_KEYS, PREVIOUS_KEYS, STEP_HINT, ShotSelection,
-                                           StripLayout, render_strip)
+from animalid.client.capture.strip import NEXT_KEYS, PREVIOUS_KEYS, STEP_HINT, ShotSelection, StripLayout, render_strip
 from animalid.client.capture.terminal import Console
 from animalid.client.capture.text import TextPainter
 from animalid.contract import headline, warnings_of
@@ -51,8 +59,8 @@ class PreviewView:
     def __init__(self, painter: TextPainter):
         self.painter = painter
         self.selection = ShotSelection()
-        self._panel_key = None
-        self._panel = None
+        self._panel_key: tuple[object, ...] | None = None
+        self._panel: np.ndarray | None = None
         self._thumbs: dict[int, "np.ndarray"] = {}
         self._flash_until = 0.0
         self._note = ""
@@ -87,7 +95,7 @@ class PreviewView:
         key = (width, unit, note, selected.number if selected else 0,
                tuple((shot.number,) + strip_state(shot, now) for shot in book.shots[-50:]),
                card_text(selected, now) if selected else None)
-        if key != self._panel_key:
+        if key != self._panel_key or self._panel is None:
             self._panel_key, self._panel = key, self._draw_panel(book, selected, width, unit, now, note)
         return self._panel
 
@@ -176,7 +184,7 @@ def run_window(session: CaptureSession, camera: Camera, console: "Console") -> i
 
 def _window_log_line(update: Update) -> str:
     """The terminal beside the window gets one line per event, not the whole answer."""
-    if update.kind == "answered":
+    if update.kind == "answered" and update.shot is not None:
         answer = update.shot.answer or {}
         flags = warnings_of(answer)
         return f"shot {update.shot.number}: {headline(answer)}" + (f"  [{', '.join(flags)}]" if flags else "")
