@@ -1,4 +1,4 @@
-"""Alias kept for ``python -m animalid.demo``: the one-command demo in ``animalid.cli.demo``."""
+"""Alias kept for ``.venv/bin/python -m animalid.demo``: the one-command demo in ``animalid.cli.demo``."""
 
 import sys
 

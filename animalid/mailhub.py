@@ -1,4 +1,4 @@
-"""Alias kept for the documented ``python -m animalid.mailhub``: runs the local mail hub.
+"""Alias kept for the documented ``.venv/bin/python -m animalid.mailhub``: runs the local mail hub.
 
 The hub lives in ``animalid.devhub`` (development and test tooling, apart from
 the runtime); its command line is ``animalid.cli.hub``.

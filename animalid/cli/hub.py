@@ -1,4 +1,4 @@
-"""``python -m animalid.mailhub`` / ``animalid-hub``: run the local mail hub until Ctrl-C.
+"""``.venv/bin/python -m animalid.mailhub`` / ``animalid-hub``: run the local mail hub until Ctrl-C.
 
 Starts Dovecot and the SMTP front (``animalid.devhub``) with the settings of
 config.ini ``[hub]`` (``--config``; without any file, the defaults table), with
@@ -7,7 +7,7 @@ SIGINT or SIGTERM. Each service listens on its standard port plus
 ``--port-offset``: SMTP-MX 25->1025, submissions 465->1465, submission
 587->1587, POP3 110->1110, IMAP 143->1143, IMAPS 993->1993, POP3S 995->1995.
 
-``python -m animalid.mailhub secret client1 [--state DIR]`` prints an
+``.venv/bin/python -m animalid.mailhub secret client1 [--state DIR]`` prints an
 account's password (``STATE/secrets/client1``). Errors are one line,
 ``mailhub: error: ...``, and exit status 2 (see ``animalid.cli.runner``).
 """
