@@ -285,7 +285,7 @@ def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):
     assert "b'" not in client.stderr and 'b"' not in client.stderr  # the server's text, decoded
     # Which account, and which setting gave the password (never the command: it may hold one).
     assert "refused the login of client1@hub.test" in client.stderr
-    assert client.stderr.strip().endswith(f"; the password came from [client] password_command in {config}")
+    assert client.stderr.strip().endswith(f"; the password came from {config}: [client] password_command")
 
     text = config.read_text().replace(f"cat {Path(mailhub.state) / 'secrets' / 'server'}",
                                       "echo wrong-server-password")
@@ -294,7 +294,7 @@ def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):
     server = run_cli("server.py", "--once", "--config", str(config), timeout=60)
     assert server.returncode == 4, server.stderr
     assert "refused the login of server@hub.test" in server.stderr and "Traceback" not in server.stderr
-    assert f"the password came from [server] password_command in {config}" in server.stderr
+    assert f"the password came from {config}: [server] password_command" in server.stderr
     assert "b'" not in server.stderr and 'b"' not in server.stderr
     # It logs in before it loads the model (5-15 s here), and imapclient's INFO lines stay quiet.
     assert "classifier loaded" not in server.stderr and "Connection closed" not in server.stderr
