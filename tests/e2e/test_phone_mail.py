@@ -201,8 +201,9 @@ def test_signature_logo_beside_a_photo_is_not_answered_as_a_photo(mailhub, serve
     assert answer["taxonomy"]["family"] == FAMILY["tiger.png"]
     lines = reply.text.strip().splitlines()
     assert lines[0].startswith(f"{photo.name}: ")  # the photo's answer comes first
-    assert lines[-1].startswith("Not answered: 2 small images that look like a signature logo or icon")
-    assert "image001.png (240x80), image002.png (32x32)" in lines[-1]
+    assert lines[-3].startswith("Not answered: 2 small images that look like a signature logo or icon")
+    assert "image001.png (240x80), image002.png (32x32)" in lines[-3]
+    assert lines[-1].startswith("answers.json (attached) holds the same answers")
     assert "image001.png:" not in reply.text
 
     # Alone, the logo is the largest image: it is answered (the icon beside it is not).
