@@ -64,7 +64,9 @@ def identify_through_hub(args: argparse.Namespace) -> int:
         if hub is not None:
             cleanup.callback(hub.stop)
         print("demo: loading the classifier and starting the server ...", file=sys.stderr)
-        cleanup.enter_context(serving_in_background(edge.server(config).open()))
+        server = cleanup.enter_context(serving_in_background(edge.server(config).open()))
+        print(f"demo: the server classifies with the {getattr(server.classifier, 'backend', 'torch')} backend",
+              file=sys.stderr)
         with edge.requester(config) as requester:
             started = time.monotonic()
             message_id = requester.send(images)

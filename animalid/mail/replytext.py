@@ -2,18 +2,19 @@
 
 Those show mail in a proportional font and wrap long lines, so nothing here
 lines up in columns: each answer is its file name, the answer itself, then
-short lines that each start with their label ("Conservation: Endangered").
-The first line of every answer is the one client.py prints
-(``animalid.contract.headline``). One closing line says what the
+short lines that each start with their label ("Conservation: Endangered"):
+the same lines client.py prints (``animalid.contract.render_text``), without
+the padding that lines them up in a terminal. One closing line says what the
 attached answers.json is, for the person who wonders.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
-from animalid.contract import headline, warnings_of
+from animalid.contract import render_text
 
 ANSWERS_JSON_LINE = ("answers.json (attached) holds the same answers as data, for programs "
                      "such as client.py; you can ignore it.")
@@ -32,32 +33,19 @@ def reply_text(answers: Sequence[dict[str, Any]], note: str = "", closing: Seque
 
 
 def answer_text(answer: dict[str, Any]) -> str:
-    """One answer: "file: the answer", then labelled lines."""
-    name = answer.get("file", "image")
-    lines = [f"{MESSAGE_LABEL if name == '(message)' else name}: {headline(answer)}"]
-    if "error" not in answer and answer.get("rank", "none") != "none":
-        taxonomy = [name for name in (answer.get("taxonomy") or {}).values() if name]
-        if taxonomy:
-            lines.append("Taxonomy: " + " > ".join(taxonomy))
-        most_likely = answer.get("most_likely")
-        if most_likely:
-            lines.append(f"Most likely: {most_likely['common_name']} ({most_likely['scientific_name']}), "
-                         f"{most_likely['probability']:g}%; the facts below are about it")
-        lines.append(f"Conservation: {answer.get('endangered') or 'unknown'}")
-        flags = warnings_of(answer)
-        lines.append("Warnings: " + (", ".join(flags) if flags else "none known"))
-        if answer.get("habitat"):
-            lines.append(f"Habitat: {answer['habitat']}")
-        if answer.get("description"):
-            lines.append(f"About: {answer['description']}")
-    alternatives = answer.get("alternatives") or []
-    if alternatives:
-        lines.append("Other possibilities: " + "; ".join(_alternative(alt) for alt in alternatives))
-    if answer.get("note"):
-        lines.append(f"Note: {answer['note'][:1].upper()}{answer['note'][1:]}.")
-    return "\n".join(lines)
+    """One answer: the lines client.py prints (``render_text``), each label followed by
+    its value after one space instead of padding to a column."""
+    lines = render_text(answer).splitlines()
+    name = str(answer.get("file", "image"))
+    if name == "(message)" and lines and lines[0].startswith(name):
+        lines[0] = MESSAGE_LABEL + lines[0][len(name):]
+    return "\n".join([lines[0], *(_unpadded(line) for line in lines[1:])]) if lines else ""
 
 
-def _alternative(alt: dict[str, Any]) -> str:
-    scientific = f" ({alt['scientific_name']})" if alt.get("scientific_name") else ""
-    return f"{alt['common_name']}{scientific}, {alt['probability']:g}%"
+def _unpadded(line: str) -> str:
+    """"  Conservation: Endangered" -> "Conservation: Endangered"."""
+    found = _LABELLED.match(line)
+    return f"{found.group(1)}: {found.group(2)}" if found else line.strip()
+
+
+_LABELLED = re.compile(r"^\s+([A-Z][A-Za-z ]*?):\s+(.*)$")

@@ -214,7 +214,8 @@ class Server:
     def _load_classifier(self) -> None:
         started = time.monotonic()
         self.classifier.load()
-        log.info("classifier ready in %.1f s", time.monotonic() - started)
+        log.info("classifier ready in %.1f s (%s backend)", time.monotonic() - started,
+                 getattr(self.classifier, "backend", "torch"))
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -108,7 +108,7 @@ def test_replies_name_a_pdf_and_say_what_to_send(mailhub, config, classifier):
     assert "Your message: error: no image found: cat.pdf is a PDF document;" in pdf_reply.text
     huge, one, tiger = sizes_reply.answers
     assert tiger["note"].startswith("a GIF keeps at most 256 colours, which can change the answer")
-    assert "Note: A GIF keeps at most 256 colours" in sizes_reply.text
+    assert "\nNote: a GIF keeps at most 256 colours" in sizes_reply.text
     assert huge["error"] == ("too many pixels: 12000x12000 (limit 40,000,000): "
                              "send it at most about 6000 px on the long side")
     assert one["error"].startswith("too small to judge: 1x1 pixels; send a photo at least 32 px")

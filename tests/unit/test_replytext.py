@@ -18,6 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 def test_each_line_is_a_label_and_a_value_without_padding():
     text = reply_text([TIGER])
+    # The same lines as client.py prints (render_text), without the padding.
     assert text.splitlines() == [
         "tiger.png: Tiger (Panthera tigris), 97%",
         "Taxonomy: Chordata > Mammalia > Felidae",
@@ -25,7 +26,7 @@ def test_each_line_is_a_label_and_a_value_without_padding():
         "Warnings: DANGEROUS, ENDANGERED",
         "Habitat: Forests of Asia.",
         "About: The largest cat.",
-        "Other possibilities: tiger cat (Felis catus), 1.2%",
+        "Alternatives: tiger cat (Felis catus) 1.2%",
         "",
         ANSWERS_JSON_LINE,
     ]
