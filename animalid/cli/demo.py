@@ -1,6 +1,6 @@
 """One command for the whole story on one machine: hub, server, client, answer.
 
-``python -m animalid.cli.demo PHOTO...`` (or ``make demo``) starts the local mail
+``.venv/bin/python -m animalid.demo PHOTO...`` (or ``make demo``) starts the local mail
 hub from config.ini [hub] (or uses the one already running on that state
 folder), starts the server on its mailbox, mails the photos from the client
 account exactly as ``client.py --image`` would, prints the server's answer and
@@ -40,7 +40,7 @@ def start_or_reuse_hub(config):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m animalid.cli.demo",
+        prog=".venv/bin/python -m animalid.demo",
         description="Identify photos through the local mail hub: starts the hub and the server, "
                     "mails the photos from the client account and prints the answer.")
     parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files to identify")

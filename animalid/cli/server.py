@@ -44,10 +44,10 @@ EPILOG = """\
 exit status: 0 done (--once) or stopped, 1 error, 2 bad settings,
 4 login refused, 5 mail server unreachable, 130 interrupted (Ctrl-C).
 examples:
-  python server.py                    serve until Ctrl-C
-  python server.py --once             answer what is waiting, then exit (cron)
-  python server.py --receive pop3 -v  poll by POP3 and log more
-  python server.py --status           queue, claims per server, recent outcomes
+  .venv/bin/python server.py                    serve until Ctrl-C
+  .venv/bin/python server.py --once             answer what is waiting, then exit (cron)
+  .venv/bin/python server.py --receive pop3 -v  poll by POP3 and log more
+  .venv/bin/python server.py --status           queue, servers, claims, recent outcomes
 """
 
 

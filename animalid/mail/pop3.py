@@ -15,7 +15,7 @@ import time
 from operator import methodcaller
 from typing import Any, Callable, TypeVar
 
-from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
+from animalid.errors import AnimalIdError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.transport import Account, Endpoint, network_error, xoauth2_string
@@ -104,7 +104,7 @@ class Pop3Mailbox(Mailbox):
             if "[SYS/TEMP]" in text or "[IN-USE]" in text:
                 return TransientError(f"{self.endpoint.where}: {text}")
             if during_login:
-                return AuthError(f"{self.endpoint.where} refused the login ({text})")
+                return self.account.login_refused(self.endpoint.where, text)
             return TransientError(f"{self.endpoint.where}: {text}")
         return network_error(self.endpoint, exc)
 

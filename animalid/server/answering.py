@@ -17,6 +17,7 @@ import time
 from email.message import EmailMessage
 from typing import Any, Callable, Protocol, Sequence
 
+from animalid.mail.imagetypes import GIF_NOTE
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_reply, clean_text, error_answers
 from animalid.mail.transport import MessageRejected, SmtpSender, send_with_retry
@@ -156,6 +157,8 @@ class Answerer:
             results = self.classifier.classify(items)
             self.classify_seconds += time.monotonic() - started
             for (job, position), answer in zip(owners, results):
+                if job.incoming.images[position].content_type == "image/gif" and "error" not in answer:
+                    answer = {**answer, "note": GIF_NOTE}
                 job.answers[position] = answer
 
     def _answer(self, jobs: list[Job], stats: PassStats,
@@ -180,7 +183,7 @@ class Answerer:
             incoming = job.incoming
             note = "\n".join(incoming.problems)
             answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
-                                                   else "no image found in the message")
+                                                   else incoming.no_image)
             reply = build_reply(incoming, self.settings.address, answers, note=note,
                                 protection=self.settings.protection,
                                 display_name=self.settings.display_name)

@@ -183,6 +183,11 @@ class Server:
             self.claims.stop_heartbeat()
             self.claims = None
             self.answerer.claims = None
+            if self.ledger is not None:
+                try:  # a clean stop: this worker leaves the record (a crash leaves it, to show as gone)
+                    self.ledger.leave()
+                except AnimalIdError as exc:
+                    log.debug("could not remove this worker's entry: %s", exc)
         for closer in (self.mailbox.close, self.sender.close):
             try:
                 closer()
@@ -219,13 +224,22 @@ class Server:
         """Serve until stop() (or, with ``once``, until what is waiting is handled)."""
         if self.ledger is None:
             self.open()
-        log.info("watching %s for %s by %s%s", self.mailbox.endpoint.where, self.settings.address,
-                 self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling"),
-                 self._sharing())
+        how = self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling")
+        if once:  # it does not watch: it looks once
+            log.info("answering what waits at %s for %s, then exiting (--once)%s",
+                     self.mailbox.endpoint.where, self.settings.address, self._sharing())
+        else:
+            log.info("watching %s for %s by %s%s", self.mailbox.endpoint.where, self.settings.address,
+                     how, self._sharing())
         failures = 0
+        lost_at: float | None = None  # when the connection was lost; None while it works
         while not self.stop_event.is_set():
             try:
                 stats = self.handle_waiting()
+                if lost_at is not None:  # one line per recovery
+                    log.info("the connection is back after %.0f s (%d failed tries)",
+                             time.monotonic() - lost_at, failures)
+                    lost_at = None
                 failures = 0
                 if stats.more_waiting:
                     continue
@@ -239,7 +253,12 @@ class Server:
                 if once and failures >= SEND_ATTEMPTS:
                     raise
                 delay = backoff_delay(failures, 1.0, self.settings.retry_max_delay)
-                log.warning("%s; trying again in %.0f s", exc, delay)
+                if lost_at is None:  # one line per loss; the retries that follow add none
+                    lost_at = time.monotonic()
+                    log.warning("lost the connection: %s; trying again until it is back "
+                                "(every %.0f s at most)", exc, self.settings.retry_max_delay)
+                else:
+                    log.debug("still no connection (%s); next try in %.1f s", exc, delay)
                 self.stop_event.wait(delay)
 
     def _sharing(self) -> str:

@@ -480,9 +480,15 @@ class Ledger(ABC):
         rows = self._rows(f"SELECT {self._CLAIM_COLUMNS} FROM claims ORDER BY claimed")
         return [Claim(*row) for row in rows]
 
-    def workers_seen(self, since: float) -> dict[str, float]:
-        """Worker -> when it last renewed its leases, for those seen since ``since``."""
-        return dict(self._rows("SELECT id, seen FROM workers WHERE seen >= ? ORDER BY started", (since,)))
+    def workers_known(self) -> dict[str, float]:
+        """Every worker on record (kept KEEP_WORKERS_S) -> when it was last seen, oldest start first."""
+        return dict(self._rows("SELECT id, seen FROM workers ORDER BY started", ()))
+
+    def leave(self) -> None:
+        """This worker stops cleanly: its entry goes, so --status shows only the living and the lost."""
+        if self.worker:
+            with self._transaction():
+                self._count("DELETE FROM workers WHERE id = ?", (self.worker,))
 
     def prune(self) -> None:
         """Forget old events, finished records and long-gone workers, so the ledger stays small."""
