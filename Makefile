@@ -1,35 +1,48 @@
-# make demo   install what is missing, then identify a photo through the local mail hub
-# make test   install what is missing, then check the import contracts and run the test suite
-# make test-unit  the fast tests alone (pytest -m unit)
-# make bench  print the speed and accuracy figures quoted in the README
+# make demo   install what is missing (Python packages, Dovecot), then identify a photo
+#             through the local mail hub
+# make test   install what is missing (also the tests' Debian packages), then check the
+#             import contracts and run the test suite
+# make test-unit  the fast tests alone (pytest -m unit: tests/unit)
+# make bench  print the speed figures quoted in docs/speed.md
+# make install  everything the targets above need
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Dovecot for the local mail hub; Xvfb and xdotool drive the camera window in
-# tests; DejaVu renders accented names on the camera window; libpython3.11-testsuite
+# Debian packages, in two sets so that the demo installs only what it uses.
+# APT_DEMO: Dovecot, the local mail hub's IMAP, POP3 and LMTP server (make demo, make bench).
+APT_DEMO := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
+# APT_PACKAGES: everything the tests use, the demo's set included. Xvfb and xdotool
+# drive the camera window; DejaVu renders accented names on it; libpython3.11-testsuite
 # holds CPython's email test corpus (tests/e2e/corpora.py, tests/e2e/test_hostile.py).
 # swaks and neomutt (send; swaks's TLS needs the two Perl SSL modules) and
 # fetchmail (reads) are the third-party mail clients tests/e2e/test_phone_mail.py
 # drives against the hub with certificate checks on; libheif-examples' heif-enc
 # makes the iPhone-style HEIC photo there. postgresql: the tests start a private
 # PostgreSQL server in a temporary folder for the servers' shared ledger
-# (tests/e2e/test_workers.py, tests/unit/test_ledger.py; animalid/testing/postgres.py).
-APT_PACKAGES := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd xvfb xdotool fonts-dejavu-core \
-                libpython3.11-testsuite swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail neomutt \
+# (tests/e2e/test_workers.py, tests/e2e/test_ledger_postgres.py; animalid/testing/postgres.py).
+APT_PACKAGES := $(APT_DEMO) xvfb xdotool fonts-dejavu-core libpython3.11-testsuite \
+                swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail neomutt \
                 libheif-examples postgresql
-STAMP  := $(VENV)/.installed
+# One stamp per set: the Python packages with the demo's Debian packages, then the tests' own.
+STAMP      := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-tests
 PHOTO  ?= tests/photos/tiger.png
+
+# $(call apt_install,PACKAGES): apt-get install whichever of PACKAGES is missing.
+define apt_install
+@dpkg -s $(1) >/dev/null 2>&1 || \
+  ( $(SUDO) apt-get update -q && \
+    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(1) )
+endef
 
 .PHONY: install demo test test-unit bench clean-hub
 
-install: $(STAMP)
+install: $(STAMP) $(TEST_STAMP)
 
 $(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt pyproject.toml
-	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
-	  ( $(SUDO) apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES) )
+	$(call apt_install,$(APT_DEMO))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt
@@ -38,16 +51,22 @@ $(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt pypr
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
+$(TEST_STAMP): $(STAMP) Makefile
+	$(call apt_install,$(APT_PACKAGES))
+	touch $@
+
 demo: $(STAMP)
 	$(PY) -m animalid.demo $(PHOTO)
 
 # The import contracts first (pyproject.toml), then every test.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
-# The fast tests alone: no mail hub, no network model, no window.
-test-unit: $(STAMP)
+# The fast tests alone (tests/unit): no mail hub, no network weights, no window.
+test-unit: $(TEST_STAMP)
 	$(PY) -m pytest -q -m unit
 
 bench: $(STAMP)

@@ -7,10 +7,12 @@ contracts check this):
 * ``server`` and ``client``: the mail service (PC 2) and the requester and camera (PC 1);
 * ``mail`` and ``recognition``: mail transport and formats; the network and its
   knowledge base (the only package that imports PyTorch). They never import each other;
-* ``config``, ``errors`` and ``contract``: settings, the exception tree, the answer contract.
+* ``config``, ``errors``, ``contract`` and ``pidlock``: settings, the exception tree,
+  the answer contract, and the lock file that keeps a second hub or server out.
 
 ``devhub`` (the local mail hub for development and tests) stands apart: it
-imports only ``config`` and ``errors``.
+imports only ``config``, ``errors`` and ``pidlock``, and nothing in the runtime
+imports it or ``testing`` (the helpers of the end-to-end tests and benchmarks).
 """
 
 __version__ = "0.2.0"

@@ -19,10 +19,10 @@ seconds. Printed, for each set:
 * for the configured model, the rules the choice was made among: the seed
   project's (top-1 class, "Could not identify" below 20%), the previous
   thresholds, iNaturalist's and SpeciesNet's published rules;
-* how often the headline's lead animal (README, "Output contract") is right.
+* how often the headline's lead animal (docs/output.md) is right.
 
 ``--search`` fits each mode's temperature and grid-searches the thresholds
-(the figures behind README, "Accuracy").
+(the figures behind docs/accuracy.md).
 
     python benchmarks/evaluate.py [FOLDER ...] [--search] [--show-wrong]
 """
@@ -41,7 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
+from animalid.contract import lead_of
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.knowledge import RANKS
 from animalid.recognition.model import VIEWS, EnsembleSpec, Member, ModelSpec, combine
@@ -224,17 +226,40 @@ def compared_rules(base: AnswerBuilder) -> dict:
     }
 
 
-def lead_figures(builder: AnswerBuilder, rows, probs) -> tuple[int, int, int]:
-    """(answers led by an animal, of them right, photos whose top class is right)."""
-    led = right = top_right = 0
+def lead_figures(builder: AnswerBuilder, rows, probs) -> tuple[int, int, int, int]:
+    """(answers whose headline opens with a lead other than the claim, of them right,
+    headlines that name a wrong animal, answers that claim an animal).
+
+    A headline names a wrong animal when what it opens with (the lead, or the
+    claim when that leads) does not contain the true animal.
+    """
+    led = right = wrong_headline = claimed = 0
     for row, p in zip(rows, probs):
         answer = builder.build(row["file"], p)
-        top = int(np.argmax(p))
-        top_right += top in row["exact"]
-        if answer.get("lead"):
+        if answer.get("rank", "none") == "none":
+            continue
+        claimed += 1
+        lead = lead_of(answer)
+        verdict = judge_lead(lead, row["truth"], builder.kb) if lead else judge(answer, row["truth"])[0]
+        wrong_headline += verdict == "wrong"
+        if lead:
             led += 1
-            right += top in row["exact"]
-    return led, right, top_right
+            right += verdict == "correct"
+    return led, right, wrong_headline, claimed
+
+
+def judge_lead(lead: dict, truth: dict, kb) -> str:
+    """'correct' or 'wrong': whether the lead (a unit, a taxon or a look-alike group) contains the truth."""
+    rank, taxon = lead.get("rank") or "species", lead.get("scientific_name", "")
+    group = next((g for g in getattr(kb, "lookalike_groups", []) if g.scientific_name == taxon), None)
+    if group is not None:
+        known = [r for r in group.members if truth.get(r)]
+        return "correct" if not known or group.contains(truth) else "wrong"
+    if rank not in RANKS:
+        return "correct"
+    entry = next((e for e in kb.entries.values() if e.taxonomy.get(rank) == taxon), None)
+    taxonomy = dict(entry.taxonomy) if entry else {rank: taxon}
+    return judge({"rank": rank, "taxonomy": taxonomy}, truth)[0]
 
 
 class FastJudge:
@@ -353,12 +378,13 @@ def main() -> int:
     table(f"rules compared on the configured model's outputs (%; likelihood temperature {temperature:.2f})",
           ["seed rule (top-1, 20%)", *rules], cells)
 
-    print("\nheadline lead (the most likely animal named first): led, of them right; photos whose top class is right")
+    print("\nheadline: led = opens with a lead other than the claim (a favourite animal or a look-alike "
+          "group), of them right; wrong = headlines naming a wrong animal, of the answers that claim one")
     for mode, spec in modes.items():
         parts = []
         for name, (rows, logits) in data.items():
-            led, right, top_right = lead_figures(builders[mode], rows, mode_probabilities(spec, logits))
-            parts.append(f"{name}: {led:3d} led, {right:3d} right; top-1 right {top_right:3d}/{len(rows)}")
+            led, right, wrong, claimed = lead_figures(builders[mode], rows, mode_probabilities(spec, logits))
+            parts.append(f"{name}: {led:3d} led, {right:3d} right; wrong {wrong:3d}/{claimed}")
         print(f"  {mode:<10}" + "   ".join(parts))
 
     if args.search:
@@ -369,7 +395,7 @@ def main() -> int:
 def rules_builder(config, spec: EnsembleSpec | None = None) -> AnswerBuilder:
     """The AnswerBuilder the classifier would use for ``spec`` (default: the configured
     model), without loading any network."""
-    from animalid.recognition.classifier import rules_for, rules_from_config
+    from animalid.recognition.classifier import rules_for
     from animalid.recognition.knowledge import load_knowledge_base
     from animalid.recognition.model import class_labels
 
@@ -377,7 +403,7 @@ def rules_builder(config, spec: EnsembleSpec | None = None) -> AnswerBuilder:
     kb = load_knowledge_base(section.get_path("knowledge_base"))
     spec = spec or EnsembleSpec.load(section.get_path("model"))
     return AnswerBuilder(kb, class_labels(spec.members[0].spec, kb),
-                         rules_for(spec, rules_from_config(section)), section.get_int("top_k"))
+                         rules_for(spec, edge.answer_rules(section)), section.get_int("top_k"))
 
 
 # -- the search behind the configured values ------------------------------------------

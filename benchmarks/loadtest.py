@@ -19,7 +19,7 @@ steady pace, while seeded faults strike during the sending window:
 
 Then it prints the requests sent, answered (with the right family), wrong,
 answered per worker (from the shared ledger), duplicated (extra copies of an
-answer, see README "Reliability"), lost (unanswered when the run ends), server
+answer, see docs/reliability.md), lost (unanswered when the run ends), server
 crashes (exits we did not cause), the servers' peak RSS (the kernel's VmHWM of
 every server process), the send-to-answer latency and the throughput. It stops by itself after
 ``--duration`` seconds at most; exit status 0 when nothing was lost, wrong or
@@ -39,22 +39,28 @@ import random
 import re
 import shutil
 import statistics
-from collections import Counter
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from animalid.cli import settings as edge  # noqa: E402
 from animalid.config import load_config  # noqa: E402
-from animalid.errors import AnimalIdError, TransientError  # noqa: E402
 from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
-from animalid.client.requester import Requester  # noqa: E402
-from animalid.testing.harness import (FAMILY, ServerProcess, ledger_records, ledger_states,  # noqa: E402
-                                      make_config, replies_by_request)
+from animalid.errors import AnimalIdError, TransientError  # noqa: E402
+from animalid.testing.harness import (  # noqa: E402
+    FAMILY,
+    ServerProcess,
+    ledger_records,
+    ledger_states,
+    make_config,
+    replies_by_request,
+)
 
 PHOTOS = ("tiger.png", "dog.png", "bison.png")
 GRACE_S = 5.0  # after the last answer: time for late duplicates to show
@@ -77,7 +83,7 @@ def client_loop(config_path: Path, photos: dict[str, bytes], count: int, pace: f
                 deadline: float, outcome: Outcome) -> None:
     """One client: send ``count`` requests ``pace`` s apart, then collect every answer."""
     try:
-        with Requester(load_config(config_path)) as requester:
+        with edge.requester(load_config(config_path)) as requester:
             sent: set[str] = set()
             answered: set[str] = set()
             next_send = time.monotonic()
@@ -130,7 +136,7 @@ class Faults:
     def __init__(self, hub: MailHub, servers: list[ServerProcess], args, window: float, outcome: Outcome):
         self.hub, self.servers, self.args, self.outcome = hub, servers, args, outcome
         # Requests not yet recorded answered when a fault struck that can duplicate
-        # a reply (README, "Reliability": a kill, or an SMTP session cut by a restart).
+        # a reply (docs/reliability.md: a kill, or an SMTP session cut by a restart).
         self.in_flight: set[str] = set()
         rng = random.Random(args.seed)
         self.rng = rng

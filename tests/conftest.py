@@ -1,16 +1,33 @@
-"""Every shared fixture, and the markers each test gets.
+"""Markers by folder, and the fixtures the tests share.
 
-* ``classifier``: the real network and knowledge base, loaded once per session;
-* ``mailhub``: one real local mail hub (Dovecot plus the SMTP front) per session;
-* ``configs``: config files pointing at that hub, with every mailbox emptied;
+Markers come from where a test lives, never from what it uses:
+
+* ``tests/unit``: marked ``unit``. Fast (``pytest -m unit`` takes well under 30 s),
+  and needs no server (no Dovecot, no PostgreSQL, no mail hub), no network
+  weights (requirements/no-deps.txt) and no GPU: the Python packages of
+  requirements.txt and a TrueType font (fonts-dejavu-core) are enough. A unit
+  test that asks for a server fixture below stops collection with a clear error.
+* ``tests/e2e``: marked ``e2e``: the real local mail hub, the real networks, a real
+  PostgreSQL server, third-party mail clients or other processes. A test there
+  that drives a window under Xvfb carries ``@pytest.mark.gui`` as well (collection
+  stops with a clear error if a test using the ``xdisplay`` fixture of
+  tests/e2e/test_capture.py lacks it).
+
+A test that needs a server or the network belongs in tests/e2e; moving it there
+is the only way to change its marker.
+
+Fixtures defined here, for both folders:
+
+* ``classifier``: the real networks and knowledge base, loaded once per session (e2e);
+* ``mailhub``: one real local mail hub (Dovecot plus the SMTP front) per session (e2e);
+* ``configs``: config files pointing at that hub, with every mailbox emptied (e2e);
+* ``postgres``: one real PostgreSQL server (Debian's package) per session, for the
+  servers' shared ledger (e2e);
 * ``photos``: the committed test photos (tests/photos, licences in LICENSES.md);
-* ``postgres``: one real PostgreSQL server per session (Debian's package), for the
-  servers' shared ledger.
+* ``tiger_and_dog``: two answers of the output contract, for the camera front end.
 
-Markers: a test that needs the hub, the model or another process (through
-these fixtures, directly or not) is ``e2e``; one that drives a window under
-Xvfb is ``gui``; every other test is ``unit``, so ``pytest -m unit`` runs the
-fast ones alone. A test module may also mark itself ``e2e`` explicitly.
+Other fixtures live in the one module that uses them (``xdisplay`` and
+``stand_in`` in tests/e2e/test_capture.py, ``spec`` in the ledger tests, ...).
 """
 
 from __future__ import annotations
@@ -23,27 +40,32 @@ import pytest
 
 from animalid.testing.harness import CLIENTS, PHOTOS, ROOT, empty_mailbox, make_config
 
-E2E_FIXTURES = {"mailhub", "classifier", "stand_in"}
-GUI_FIXTURES = {"xdisplay"}
+TESTS = Path(__file__).resolve().parent
+SERVER_FIXTURES = {"classifier", "mailhub", "configs", "postgres"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        used = set(getattr(item, "fixturenames", ()))
-        if used & GUI_FIXTURES:
-            item.add_marker(pytest.mark.gui)
-        if used & (E2E_FIXTURES | GUI_FIXTURES) and not item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.e2e)
-        if not (item.get_closest_marker("e2e") or item.get_closest_marker("gui")):
-            item.add_marker(pytest.mark.unit)
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder not in ("unit", "e2e"):
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in tests/unit or tests/e2e")
+        item.add_marker(getattr(pytest.mark, folder))
+        if folder == "unit" and item.get_closest_marker("e2e"):
+            raise pytest.UsageError(f"{item.nodeid}: marked e2e in tests/unit; move it to tests/e2e")
+        used = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if folder == "unit" and used:
+            raise pytest.UsageError(f"{item.nodeid}: uses {', '.join(sorted(used))}, "
+                                    f"so it belongs in tests/e2e")
+        if "xdisplay" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("gui"):
+            raise pytest.UsageError(f"{item.nodeid}: drives a window, so mark it @pytest.mark.gui")
 
 
 @pytest.fixture(scope="session")
 def classifier():
+    from animalid.cli import settings as edge
     from animalid.config import load_config
-    from animalid.recognition.classifier import Classifier
 
-    return Classifier.from_config(load_config(ROOT / "config.ini"))
+    return edge.classifier(load_config(ROOT / "config.ini"))
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +105,6 @@ def configs(mailhub, tmp_path):
     for client in CLIENTS:
         empty_mailbox(config(client), "client")
     return config
-
-
 
 
 @pytest.fixture

@@ -32,12 +32,11 @@ import time
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
-from animalid.config import Config
 from animalid.errors import AuthError, ExitStatus, TransientError, UnreachableError
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
+from animalid.mail.mailbox import Mailbox, TooLarge
 from animalid.mail.messages import build_request, parse_reply, reply_headers_match
 from animalid.mail.protection import Protection
-from animalid.mail.transport import Account, Endpoint, SmtpSender, backoff_delay, send_with_retry
+from animalid.mail.transport import Account, SmtpSender, backoff_delay, send_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +58,19 @@ class AnswerTimeout(TransientError):
 
 
 class Requester:
-    """Sends requests as [client] of config.ini and matches the replies to them."""
+    """Sends requests as ``account`` to ``server_address`` and matches the replies to them.
 
-    def __init__(self, config: Config, receive: str | None = None):
-        section = config.section("client")
-        self.account = Account.from_config(config, "client")
-        self.server_address = section.get("server_address")
-        self.timeout = section.get_float("timeout", minimum=0.1)
-        self.sender = SmtpSender(Endpoint.from_config(config, "smtp"), self.account)
-        self.mailbox: Mailbox = open_mailbox(config, "client", receive)
-        self.protection = Protection.from_config(config)
+    Assembled from config.ini [client] by ``animalid.cli.settings.requester``.
+    """
+
+    def __init__(self, account: Account, server_address: str, timeout: float, sender: SmtpSender,
+                 mailbox: Mailbox, protection: Protection | None = None):
+        self.account = account
+        self.server_address = server_address
+        self.timeout = timeout
+        self.sender = sender
+        self.mailbox = mailbox
+        self.protection = protection if protection is not None else Protection()
         self.outstanding: dict[str, float] = {}  # Message-ID -> time sent
         self._answered: set[str] = set()  # for consuming duplicate replies too
         self._ready: dict[str, list[dict]] = {}  # collected, not yet handed out by wait()
@@ -206,18 +208,18 @@ class Requester:
         return mine
 
     def _collect(self) -> list[tuple[str, list[dict]]]:
-        refs = [ref for ref in self.mailbox.list() if ref.key not in self._not_ours]
+        refs = [ref for ref in self.mailbox.list_messages() if ref.key not in self._not_ours]
         if not refs:
             self.mailbox.end_pass()
             return []
         wanted = set(self.outstanding) | self._answered
-        mine: dict[str, tuple[MailRef, str]] = {}
+        mine: dict[str, str] = {}  # mailbox key -> the Message-ID its reply answers
         for key, header in self.mailbox.fetch_headers(refs).items():
-            message_id = reply_headers_match(header, wanted)
-            if message_id is None:
+            matched = reply_headers_match(header, wanted)
+            if matched is None:
                 self._not_ours.add(key)
             else:
-                mine[key] = message_id
+                mine[key] = matched
         results = []
         mine_refs = [ref for ref in refs if ref.key in mine]
         bodies = self.mailbox.fetch([r for r in mine_refs if mine[r.key] in self.outstanding],
@@ -250,11 +252,13 @@ class Requester:
             return [{"file": "(reply)", "error": "the reply vanished before it could be read"}]
         if isinstance(body, TooLarge):
             if self.protection.active:
-                return self._refuse(message_id, f"too large to check ({body.size} bytes)")
+                self._refuse(message_id, f"too large to check ({body.size} bytes)")
+                return None
             return [{"file": "(reply)", "error": f"the reply is too large ({body.size} bytes)"}]
         reply = parse_reply(body, self.protection)
         if reply.protection_problem:
-            return self._refuse(message_id, reply.protection_problem)
+            self._refuse(message_id, reply.protection_problem)
+            return None
         if reply.answers is not None:
             return reply.answers
         text = " ".join(reply.text.split())[:300] or "no text"
@@ -263,10 +267,5 @@ class Requester:
     def _refuse(self, message_id: str, reason: str) -> None:
         log.warning("reply to %s refused: %s", message_id, reason)
         self.refused_replies[message_id] = reason
-        return None
 
-    def check_login(self) -> None:
-        """Log in to both servers now (a wrong password fails here, before any photo)."""
-        self.sender.verify_login()
-        self.mailbox.verify_login()
 

@@ -282,7 +282,7 @@ class Dovecot:
         ]
         for name, tls, greeting in checks:
             while True:
-                if self.proc.poll() is not None:
+                if self.proc is None or self.proc.poll() is not None:
                     raise HubError(self._failure_text())
                 try:
                     if self._greets(name, tls, greeting):

@@ -185,7 +185,9 @@ class MailHub:
         return self._dovecot is not None and self._dovecot.running()
 
     def dovecot_pid(self) -> Optional[int]:
-        return self._dovecot.proc.pid if self.dovecot_running() else None
+        if not self.dovecot_running() or self._dovecot is None or self._dovecot.proc is None:
+            return None
+        return int(self._dovecot.proc.pid)
 
     def info(self) -> dict:
         """What hub.json holds: everything a client needs except passwords."""

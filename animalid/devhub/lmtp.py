@@ -28,7 +28,8 @@ def lmtp_deliver(socket_path: str, sender: str, rcpts: list[str], data: bytes) -
     try:
         results = _lmtp_transaction(lmtp, sender, rcpts, data)
     except smtplib.SMTPDataError as exc:
-        return _failed({r: (exc.smtp_code, exc.smtp_error) for r in rcpts})
+        error = exc.smtp_error if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error).encode()
+        return _failed({r: (exc.smtp_code, error) for r in rcpts})
     except (OSError, smtplib.SMTPException) as exc:
         return _unavailable(exc)
     finally:

@@ -131,7 +131,7 @@ def _make_server_cert(ca_cert, ca_key, dns: set[str], ips: set[str]):
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName(d) for d in sorted(dns)]
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in sorted(dns)]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in sorted(ips)]
     ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = _issue(

@@ -12,12 +12,13 @@ The claims of several servers sharing a mailbox are described in mailbox.py.
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from dataclasses import replace
+from typing import Any, Callable, TypeVar
 
 from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
+from animalid.mail.imapclient_compat import input_buffered, untagged_responses
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.transport import Account, Endpoint, network_error
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 # servers may log out a client inactive for 30.
 DEFAULT_IDLE_REFRESH_S = 25 * 60
 FETCH_CHUNK = 50
+# An imapclient.IMAPClient; imported lazily (POP3 users never load it), so typed loosely.
+Client = Any
+T = TypeVar("T")
 
 
 class ImapMailbox(Mailbox):
@@ -44,25 +48,25 @@ class ImapMailbox(Mailbox):
         super().__init__(endpoint, account)
         self.folder = folder
         self.idle_refresh = idle_refresh
-        self._client = None
+        self._client: Client | None = None
         self._uidvalidity = 0
         self._selected = ""  # the folder selected now
         self._uidvalidities: dict[str, int] = {}
         self._idling = False
         self._idle_since = 0.0
-        self._dirty = True  # list() must look: nothing is known yet
+        self._dirty = True  # list_messages() must look: nothing is known yet
         self._folders_made: set[str] = set()
         self._warned_no_uidplus = False
 
     # -- session ------------------------------------------------------------
 
-    def _connection(self):
+    def _connection(self) -> Client:
         if self._client is None:
             self._client = self._connect()
             self._dirty = True
         return self._client
 
-    def _connect(self):
+    def _connect(self) -> Client:
         from imapclient import IMAPClient  # not needed by POP3 users
         from imapclient.exceptions import IMAPClientError, LoginError
 
@@ -99,7 +103,7 @@ class ImapMailbox(Mailbox):
         log.debug("%s: selected %s (UIDVALIDITY %s)", endpoint.where, self.folder, self._uidvalidity)
         return client
 
-    def _select(self, client, folder: str) -> int:
+    def _select(self, client: Client, folder: str) -> int:
         """Select ``folder`` ("" = the watched one) unless it is; its UIDVALIDITY."""
         folder = folder or self.folder
         if self._selected != folder:
@@ -108,7 +112,7 @@ class ImapMailbox(Mailbox):
             self._uidvalidities[folder] = int(selected.get(b"UIDVALIDITY", 0))
             # SELECT reports the folder's size (EXISTS): not news. News that came
             # while another folder was selected is unknown, so list again.
-            _pop_news(client._imap.untagged_responses)
+            _pop_news(untagged_responses(client))
             if folder == self.folder:
                 if self._uidvalidity and self._uidvalidities[folder] != self._uidvalidity:
                     self._uidvalidity = self._uidvalidities[folder]
@@ -126,7 +130,7 @@ class ImapMailbox(Mailbox):
             return TransientError(f"{self.endpoint.where}: {server_text(exc)}")
         return network_error(self.endpoint, exc)
 
-    def _call(self, action):
+    def _call(self, action: Callable[[Client], T]) -> T:
         """Run commands outside IDLE; any failure drops the connection (reopened next call)."""
         from imapclient.exceptions import IMAPClientError
 
@@ -151,23 +155,25 @@ class ImapMailbox(Mailbox):
 
     def _enter_idle(self) -> None:
         client = self._client
+        assert client is not None, "idling needs the connection"
         self._select(client, self.folder)
         # An EXISTS the server sent during an earlier command sits in imaplib's
         # store and will not be sent again: look there before idling.
-        if _pop_news(client._imap.untagged_responses):
+        if _pop_news(untagged_responses(client)):
             self._dirty = True
         if self._dirty:
             return
         client.idle()
         self._idling = True
         self._idle_since = time.monotonic()
-        if _pop_news(client._imap.untagged_responses) or _input_buffered(client):
+        if _pop_news(untagged_responses(client)) or input_buffered(client):
             self._dirty = True  # it arrived with the "+ idling" continuation
 
     def _leave_idle(self) -> None:
         if not self._idling:
             return
         self._idling = False
+        assert self._client is not None, "only a connection idles"
         _, responses = self._client.idle_done()
         if _any_news(responses):
             self._dirty = True
@@ -203,11 +209,11 @@ class ImapMailbox(Mailbox):
 
     # -- Mailbox ------------------------------------------------------------
 
-    def list(self) -> list[MailRef]:
-        def listing(client):
+    def list_messages(self) -> list[MailRef]:
+        def listing(client: Client) -> list[int]:
             self._select(client, self.folder)
             self._dirty = False  # before the search: news arriving after it must count
-            return client.search(["NOT", "DELETED"])
+            return [int(uid) for uid in client.search(["NOT", "DELETED"])]
 
         uids = self._call(listing)
         return [MailRef(key=self._key(uid), handle=int(uid)) for uid in sorted(uids)]
@@ -215,7 +221,7 @@ class ImapMailbox(Mailbox):
     def list_folder(self, folder: str, create: bool = True) -> tuple[int, list[int]]:
         """(UIDVALIDITY, the UIDs not marked deleted) of another folder, e.g. claims;
         (0, []) for a folder that does not exist and is not to be created."""
-        def listing(client):
+        def listing(client: Client) -> tuple[int, list[int]]:
             if create:
                 self._ensure_folder(client, folder)
             elif not client.folder_exists(folder):
@@ -260,7 +266,7 @@ class ImapMailbox(Mailbox):
         found: dict[str, bytes | TooLarge] = {}
         wanted = []
         for ref in self.with_sizes(refs):
-            if ref.size > max_bytes:
+            if ref.size is not None and ref.size > max_bytes:
                 found[ref.key] = TooLarge(ref.size)
             else:
                 wanted.append(ref)
@@ -271,7 +277,7 @@ class ImapMailbox(Mailbox):
         return found
 
     def fetch_headers(self, refs: list[MailRef]) -> dict[str, bytes]:
-        found = {}
+        found: dict[str, bytes] = {}
         # A partial fetch (RFC 9051 section 6.4.5, <origin.octets>): a hostile
         # message with megabytes of header lines is not read in full.
         partial = f"BODY.PEEK[HEADER]<0.{HEADER_BYTES_LIMIT}>".encode()
@@ -281,17 +287,18 @@ class ImapMailbox(Mailbox):
                 found[ref.key] = bytes(header)[:HEADER_BYTES_LIMIT]
         return found
 
-    def _fetch_items(self, refs: list[MailRef], items: list[bytes]) -> list[tuple[MailRef, dict]]:
-        result: list[tuple[MailRef, dict]] = []
+    def _fetch_items(self, refs: list[MailRef], items: list[bytes]) -> list[tuple[MailRef, dict[bytes, Any]]]:
+        result: list[tuple[MailRef, dict[bytes, Any]]] = []
         for folder, group in _by_folder(refs).items():
             by_uid = {ref.handle: ref for ref in group}
             uids = list(by_uid)
             for start in range(0, len(uids), FETCH_CHUNK):
                 chunk = uids[start:start + FETCH_CHUNK]
 
-                def fetch(client, c=chunk, f=folder):
+                def fetch(client: Client, c: list[int] = chunk, f: str = folder) -> dict[int, dict[bytes, Any]]:
                     self._select(client, f)
-                    return client.fetch(c, items)
+                    answer: dict[int, dict[bytes, Any]] = client.fetch(c, items)
+                    return answer
 
                 answer = self._call(fetch)
                 # A message expunged meanwhile is simply missing from the answer.
@@ -302,20 +309,20 @@ class ImapMailbox(Mailbox):
         for folder, group in _by_folder(refs).items():
             uids = [ref.handle for ref in group]
 
-            def remove(client, f=folder):
+            def remove(client: Client, f: str = folder, uids: list[int] = uids) -> None:
                 self._select(client, f)
                 client.add_flags(uids, [b"\\Deleted"], silent=True)
                 self._expunge(client, uids)
 
             self._call(remove)
 
-    def _expunge(self, client, uids: list[int]) -> None:
+    def _expunge(self, client: Client, uids: list[int]) -> None:
         if client.has_capability("UIDPLUS"):
             client.uid_expunge(uids)  # leaves others' \Deleted messages alone
-            client._imap.untagged_responses.pop("EXPUNGE", None)
+            untagged_responses(client).pop("EXPUNGE", None)
         elif not self._warned_no_uidplus:
             # A plain EXPUNGE would also remove whatever another client marked
-            # \Deleted: the messages stay flagged, and list() skips them.
+            # \Deleted: the messages stay flagged, and list_messages() skips them.
             self._warned_no_uidplus = True
             log.warning("%s has no UIDPLUS (RFC 4315): removed requests stay marked \\Deleted "
                         "until a mail client expunges the folder", self.endpoint.where)
@@ -324,7 +331,7 @@ class ImapMailbox(Mailbox):
         for source, group in _by_folder(refs).items():
             uids = [ref.handle for ref in group]
 
-            def move(client, s=source):
+            def move(client: Client, s: str = source, uids: list[int] = uids) -> None:
                 self._ensure_folder(client, folder)
                 self._select(client, s)
                 if client.has_capability("MOVE"):
@@ -336,7 +343,7 @@ class ImapMailbox(Mailbox):
 
             self._call(move)
 
-    def _ensure_folder(self, client, folder: str) -> None:
+    def _ensure_folder(self, client: Client, folder: str) -> None:
         from imapclient.exceptions import IMAPClientError
 
         if folder in self._folders_made:
@@ -364,7 +371,7 @@ class ImapMailbox(Mailbox):
         if not refs:
             return []
 
-        def take(client):
+        def take(client: Client) -> dict[int, int]:
             self._ensure_folder(client, folder)
             self._select(client, self.folder)
             return self._move(client, [ref.handle for ref in refs], folder)
@@ -380,7 +387,7 @@ class ImapMailbox(Mailbox):
             if not folder or folder == self.folder:
                 continue
 
-            def give_back(client, f=folder, g=group):
+            def give_back(client: Client, f: str = folder, g: list[MailRef] = group) -> dict[int, int]:
                 self._select(client, f)
                 return self._move(client, [ref.handle for ref in g], self.folder)
 
@@ -393,7 +400,7 @@ class ImapMailbox(Mailbox):
         self._dirty = True
         return back
 
-    def _move(self, client, uids: list[int], folder: str) -> dict[int, int]:
+    def _move(self, client: Client, uids: list[int], folder: str) -> dict[int, int]:
         """UID MOVE (RFC 6851) in the selected folder; source UID -> destination UID.
 
         imaplib files the COPYUID response code (untagged OK before the
@@ -402,7 +409,7 @@ class ImapMailbox(Mailbox):
         """
         if not uids:
             return {}
-        untagged = client._imap.untagged_responses
+        untagged = untagged_responses(client)
         untagged.pop("COPYUID", None)
         client.move(uids, folder)
         answers = untagged.pop("COPYUID", None) or []
@@ -426,7 +433,7 @@ class ImapMailbox(Mailbox):
             _shutdown_quietly(client)
 
 
-def parse_copyuid(answer) -> dict[int, int]:
+def parse_copyuid(answer: bytes | str) -> dict[int, int]:
     """RFC 4315 section 3: ``COPYUID <uidvalidity> <source uid-set> <destination uid-set>``
     -> {source UID: destination UID}, in the order both sets list them."""
     text = answer.decode("ascii", "replace") if isinstance(answer, bytes) else str(answer)
@@ -459,16 +466,16 @@ def _by_folder(refs: list[MailRef]) -> dict[str, list[MailRef]]:
     return groups
 
 
-def _any_news(responses) -> bool:
+def _any_news(responses: list[Any] | None) -> bool:
     return any(isinstance(r, tuple) and len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT")
                and isinstance(r[0], int) and r[0] > 0 for r in responses or ())
 
 
-def _is_bye(response) -> bool:
-    return isinstance(response, tuple) and response and response[0] == b"BYE"
+def _is_bye(response: Any) -> bool:
+    return isinstance(response, tuple) and bool(response) and response[0] == b"BYE"
 
 
-def _pop_news(untagged: dict) -> bool:
+def _pop_news(untagged: dict[str, list[Any]]) -> bool:
     found = False
     for name in ("EXISTS", "RECENT"):
         values = untagged.pop(name, None) or []
@@ -476,27 +483,7 @@ def _pop_news(untagged: dict) -> bool:
     return found
 
 
-def _input_buffered(client) -> bool:
-    """True when bytes already read from the socket wait in imaplib's buffer.
-
-    IDLE responses that arrived in the same packet as the continuation line
-    sit there, where a poll() on the socket cannot see them.
-    """
-    sock = client.socket()
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    reader = client._imap.file
-    sock.setblocking(False)
-    try:
-        return bool(reader.peek(1))
-    except (OSError, ValueError):  # nothing buffered: the raw read would block
-        return False
-    finally:
-        sock.setblocking(True)
-        client._set_read_timeout()
-
-
-def _shutdown_quietly(client) -> None:
+def _shutdown_quietly(client: Client) -> None:
     try:
         client.shutdown()
     except Exception:

@@ -12,6 +12,8 @@ import base64
 import logging
 import poplib
 import time
+from operator import methodcaller
+from typing import Any, Callable, TypeVar
 
 from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
@@ -19,10 +21,11 @@ from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.transport import Account, Endpoint, network_error, xoauth2_string
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # poplib refuses lines over 2048 bytes; RFC 5322 allows 998 characters, but
 # real mail breaks that. Messages are size-checked (LIST) before RETR anyway.
-poplib._MAXLINE = max(poplib._MAXLINE, 100_000)
+poplib._MAXLINE = max(poplib._MAXLINE, 100_000)  # type: ignore[attr-defined]  # poplib's own limit
 # What poplib raises (as error_proto) when the server closes the connection,
 # e.g. while it restarts; during login it must not read as a wrong password.
 POPLIB_CONNECTION_CLOSED = "-ERR EOF"
@@ -51,7 +54,7 @@ class Pop3Mailbox(Mailbox):
         endpoint = self.endpoint
         try:
             if endpoint.security == "tls":
-                pop = poplib.POP3_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
+                pop: poplib.POP3 = poplib.POP3_SSL(endpoint.host, endpoint.port, timeout=endpoint.timeout,
                                       context=endpoint.tls_context())
             else:
                 pop = poplib.POP3(endpoint.host, endpoint.port, timeout=endpoint.timeout)
@@ -78,12 +81,14 @@ class Pop3Mailbox(Mailbox):
     def _login(self, pop: poplib.POP3) -> None:
         account = self.account
         if account.auth == "xoauth2":
-            # RFC 5034: "AUTH XOAUTH2", a "+" continuation, then the response.
-            pop._shortcmd("AUTH XOAUTH2")
+            # RFC 5034: "AUTH XOAUTH2", a "+" continuation, then the response;
+            # poplib has no AUTH, so its private one-line command sends them.
+            command = pop._shortcmd  # type: ignore[attr-defined]
+            command("AUTH XOAUTH2")
             token = base64.b64encode(xoauth2_string(account.username, account.token()).encode())
-            reply = pop._shortcmd(token.decode("ascii"))
+            reply = command(token.decode("ascii"))
             if not reply.startswith(b"+OK"):  # a "+ <error>" challenge: end it to get -ERR
-                pop._shortcmd("")
+                command("")
         elif account.auth == "password":
             pop.user(account.username)
             pop.pass_(account.password())
@@ -103,7 +108,7 @@ class Pop3Mailbox(Mailbox):
             return TransientError(f"{self.endpoint.where}: {text}")
         return network_error(self.endpoint, exc)
 
-    def _call(self, action):
+    def _call(self, action: Callable[[poplib.POP3], T]) -> T:
         """Run a POP3 command on the session; a failure ends the session."""
         pop = self._session()
         try:
@@ -119,8 +124,8 @@ class Pop3Mailbox(Mailbox):
 
     # -- Mailbox ------------------------------------------------------------
 
-    def list(self) -> list[MailRef]:
-        def listing(pop):
+    def list_messages(self) -> list[MailRef]:
+        def listing(pop: poplib.POP3) -> tuple[list[bytes], list[bytes]]:
             _, uid_lines, _ = pop.uidl()
             _, size_lines, _ = pop.list()
             return uid_lines, size_lines
@@ -139,21 +144,21 @@ class Pop3Mailbox(Mailbox):
             if ref.size is not None and ref.size > max_bytes:
                 found[ref.key] = TooLarge(ref.size)
                 continue
-            _, lines, _ = self._call(lambda pop, n=ref.handle: pop.retr(n))
+            _, lines, _ = self._call(methodcaller("retr", ref.handle))
             found[ref.key] = b"\r\n".join(lines) + b"\r\n"
         return found
 
     def fetch_headers(self, refs: list[MailRef]) -> dict[str, bytes]:
-        found = {}
+        found: dict[str, bytes] = {}
         for ref in refs:
-            _, lines, _ = self._call(lambda pop, n=ref.handle: pop.top(n, 0))
+            _, lines, _ = self._call(methodcaller("top", ref.handle, 0))
             data = b"\r\n".join(lines) + b"\r\n"
             found[ref.key] = data[:HEADER_BYTES_LIMIT]
         return found
 
     def delete(self, refs: list[MailRef]) -> None:
         for ref in refs:
-            self._call(lambda pop, n=ref.handle: pop.dele(n))
+            self._call(methodcaller("dele", ref.handle))
 
     def end_pass(self) -> None:
         pop, self._pop = self._pop, None
@@ -188,7 +193,7 @@ class Pop3Mailbox(Mailbox):
                 _close_quietly(pop)
 
 
-def _two_fields(line: bytes, second_int: bool = True):
+def _two_fields(line: bytes, second_int: bool = True) -> tuple[int, Any]:
     first, _, second = line.decode("ascii", "replace").strip().partition(" ")
     second = second.strip()
     return int(first), (int(second) if second_int else second)

@@ -50,13 +50,12 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import struct
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
+from typing import Callable
 
-from animalid.config import Config, Section
 from animalid.errors import PermanentError
 from animalid.mail.headers import first_message_id, read_header
 
@@ -88,30 +87,15 @@ class Protection:
     notify_failures: bool = False  # server: tell an allowed sender whose request failed
 
     @classmethod
-    def from_config(cls, config: Config) -> "Protection":
-        """[security] of config.ini; a key whose source is named must be there."""
-        if not config.has_section("security"):
-            return cls()
-        section = config.section("security")
-        signing = _configured_secret(section, "signing_key")
-        encryption = _configured_secret(section, "encryption_key")
-        return cls(
-            signing_key=derive_key(signing, _SIGNING_LABEL) if signing else None,
-            encryption_key=derive_key(encryption, _ENCRYPTION_LABEL) if encryption else None,
-            max_age_s=section.get_float("signature_max_age", minimum=60.0),
-            notify_failures=section.get_bool("notify_signature_failures"),
-        )
-
-    @classmethod
     def from_secrets(cls, signing: str | None = None, encryption: str | None = None,
-                     **options) -> "Protection":
-        """For programs and tests that hold the secrets themselves."""
+                     max_age_s: float = DEFAULT_MAX_AGE_S, notify_failures: bool = False) -> "Protection":
+        """From the secrets themselves (each at least MIN_SECRET_CHARS long)."""
         for secret in (signing, encryption):
             if secret is not None and len(secret) < MIN_SECRET_CHARS:
                 raise ValueError(f"a secret needs at least {MIN_SECRET_CHARS} characters")
         return cls(signing_key=derive_key(signing, _SIGNING_LABEL) if signing else None,
                    encryption_key=derive_key(encryption, _ENCRYPTION_LABEL) if encryption else None,
-                   **options)
+                   max_age_s=max_age_s, notify_failures=notify_failures)
 
     @property
     def signs(self) -> bool:
@@ -132,7 +116,7 @@ class Protection:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(self.encryption_key).encrypt(
+        sealed = AESGCM(self._key(self.encryption_key)).encrypt(
             nonce, _pack(files), _associated_data(message, kind))
         message.add_attachment(SEALED_MAGIC + nonce + sealed, maintype="application",
                                subtype="octet-stream", filename=SEALED_FILENAME)
@@ -144,7 +128,7 @@ class Protection:
         message[SIGNATURE_HEADER] = f"{SIGNATURE_VERSION}; a=hmac-sha256; s={_b64(mac)}"
 
     def protect(self, message: EmailMessage, files: list[tuple[str, bytes]], kind: str,
-                attach_plain) -> None:
+                attach_plain: Callable[[EmailMessage, list[tuple[str, bytes]]], None]) -> None:
         """Attach ``files`` (sealed when encrypting, else by ``attach_plain``), then sign."""
         if self.encrypts:
             self.seal(message, files, kind)
@@ -190,20 +174,26 @@ class Protection:
         if len(parts) != 1:
             raise ProtectionError("not encrypted (encryption is required)" if not parts
                                   else "more than one encrypted part")
-        blob = parts[0].get_payload(decode=True) or b""
+        blob = _payload(parts[0])
         head = len(SEALED_MAGIC) + NONCE_BYTES
         if len(blob) < head + 16 or not blob.startswith(SEALED_MAGIC):
             raise ProtectionError("the encrypted part is damaged")
         nonce = blob[len(SEALED_MAGIC):head]
         try:
-            plain = AESGCM(self.encryption_key).decrypt(nonce, blob[head:],
+            plain = AESGCM(self._key(self.encryption_key)).decrypt(nonce, blob[head:],
                                                         _associated_data(message, kind))
         except InvalidTag:
             raise ProtectionError("cannot decrypt (wrong key, or the mail was changed)") from None
         return _unpack(plain)
 
+    @staticmethod
+    def _key(key: bytes | None) -> bytes:
+        if key is None:  # callers check signs / encrypts first
+            raise ProtectionError("no key configured for this")
+        return key
+
     def _mac(self, message: Message, kind: str) -> bytes:
-        return hmac.new(self.signing_key, canonical_form(message, kind), hashlib.sha256).digest()
+        return hmac.new(self._key(self.signing_key), canonical_form(message, kind), hashlib.sha256).digest()
 
 
 # -- canonical forms ----------------------------------------------------------
@@ -211,7 +201,7 @@ class Protection:
 def canonical_form(message: Message, kind: str) -> bytes:
     """What the signature covers, as bytes (see the module docstring)."""
     parts = [[part.get_content_type(), _filename(part),
-              hashlib.sha256(part.get_payload(decode=True) or b"").hexdigest()]
+              hashlib.sha256(_payload(part)).hexdigest()]
              for part in signed_parts(message)]
     fields = ["animalid-signature", SIGNATURE_VERSION, kind,
               _first_id(message, "Message-ID"), _first_id(message, "In-Reply-To"),
@@ -276,20 +266,10 @@ def derive_key(secret: str, label: bytes) -> bytes:
                 info=label).derive(secret.encode("utf-8"))
 
 
-def _configured_secret(section: Section, name: str) -> str | None:
-    """The secret when its source is named (then it must be there), else None.
-
-    A secret written into the file itself is refused when the file is read
-    (animalid.config).
-    """
-    if not (section.has(f"{name}_env") or section.has(f"{name}_command")):
-        return None
-    secret = section.get_secret(name, required=True)
-    if len(secret) < MIN_SECRET_CHARS:
-        raise section.error(f"{name}_env / {name}_command",
-                            f"the secret is shorter than {MIN_SECRET_CHARS} characters "
-                            "(use e.g. openssl rand -base64 32)")
-    return secret
+def _payload(part: Message) -> bytes:
+    """A leaf part's body with its transfer encoding removed (b"" when there is none)."""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
 
 
 def _header(message: Message, name: str) -> str:

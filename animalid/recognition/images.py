@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -52,7 +53,7 @@ def load_image(source: bytes | str | Path | Image.Image,
             # and about every oddity of a malformed file; our own checks decide,
             # and a stranger's file must not fill the server's log.
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             _check_header(image, max_pixels)
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -113,7 +114,7 @@ def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
     # Pillow's own I->L conversion clips at 255, which turns 16-bit photos white.
     # Scale by the real maximum instead.
     image = image.convert("I")
-    low, high = image.getextrema()
+    low, high = cast("tuple[float, float]", image.getextrema())  # one band: (min, max)
     span = max(high - low, 1)
     return image.point(lambda value: (value - low) * 255 / span).convert("L")
 

@@ -5,7 +5,11 @@ Two JSON formats are read:
 * the project's own (``animal_image.json``): ``{"format": "animalid-kb/1",
   "classes": {"<class index>": {...}}, "taxa": {"<taxon>": "<common name>"}}``
   with common and scientific names, taxonomy, description, habitat, IUCN
-  category and the dangerous / poisonous / venomous flags;
+  category and the dangerous / poisonous / venomous flags; optional tables
+  ``taxon_sizes`` (species per taxon, for the coverage rule), ``scene_evidence``
+  (non-animal classes that imply an animal) and ``lookalike_groups`` (groups
+  named in place of a class that commonly stands for animals outside the
+  vocabulary); see docs/accuracy_lookalikes.md;
 * the seed project's: an object keyed by class name whose key order is the
   class index, with commonName, description, habitat, isEndangered,
   isDangerous, poisonous and venomous. It has no taxonomy, so answers from it
@@ -76,11 +80,36 @@ class Entry:
         return pairs
 
 
+@dataclass(frozen=True)
+class LookalikeGroup:
+    """A group named in place of a class that commonly stands for animals outside the vocabulary.
+
+    ``members`` are the taxa (rank -> names) that make the group up, e.g.
+    family Otariidae, Phocidae and Odobenidae for Pinnipedia; ``lookalikes``
+    names the commonly photographed animals outside the vocabulary that the
+    group's classes are known to catch.
+    """
+
+    scientific_name: str
+    common_name: str
+    rank: str
+    members: dict
+    lookalikes: str = ""
+
+    def contains(self, taxonomy: dict) -> bool:
+        return any(taxonomy.get(rank) in names for rank, names in self.members.items())
+
+
 @dataclass
 class KnowledgeBase:
     entries: dict[int, Entry]
     taxon_names: dict[str, str]
     path: Path | None = None
+    # Species per taxon (Catalogue of Life-style counts; the file says where from).
+    taxon_sizes: dict[str, int] = field(default_factory=dict)
+    # Non-animal class index -> the taxon (a scientific name in some class's lineage) it implies.
+    scene_evidence: dict[int, str] = field(default_factory=dict)
+    lookalike_groups: list[LookalikeGroup] = field(default_factory=list)
 
     def __contains__(self, index: int) -> bool:
         return index in self.entries
@@ -137,7 +166,16 @@ def _parse_own(path: Path, data: dict) -> KnowledgeBase:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: class {key!r} is malformed ({exc})") from None
-    return KnowledgeBase(entries, dict(data.get("taxa", {})), path)
+    try:
+        sizes = {str(k): int(v) for k, v in data.get("taxon_sizes", {}).items() if not k.startswith("_")}
+        scene = {int(k): str(v["implies"]) for k, v in data.get("scene_evidence", {}).items()}
+        groups = [LookalikeGroup(g["scientific_name"], g["common_name"], g["rank"],
+                                 {r: tuple(names) for r, names in g["members"].items()},
+                                 g.get("lookalikes", ""))
+                  for g in data.get("lookalike_groups", [])]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{path}: taxon_sizes, scene_evidence or lookalike_groups is malformed ({exc})") from None
+    return KnowledgeBase(entries, dict(data.get("taxa", {})), path, sizes, scene, groups)
 
 
 def _parse_seed(path: Path, data: dict) -> KnowledgeBase:

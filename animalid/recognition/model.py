@@ -47,7 +47,9 @@ class ModelSpec:
     path: Path
     name: str
     architecture: str
-    weights_path: Path
+    # As written (a path, or package:NAME/inner/path); resolved by ``weights_path``
+    # only when the network loads, so descriptions parse without the weights installed.
+    weights_location: str
     weights_format: str
     weights_sha256: str | None
     classes: object
@@ -61,6 +63,11 @@ class ModelSpec:
     # Answer thresholds measured for this network alone, seen through its fit
     # (optional; an ensemble's description carries its own).
     thresholds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path:
+        """The weights file; ModelError if its package is not installed."""
+        return _resolve_weights(self.path, self.weights_location)
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelSpec | EnsembleSpec":
@@ -90,7 +97,7 @@ class ModelSpec:
                 path=path,
                 name=raw.get("name", path.stem),
                 architecture=raw.get("architecture", ""),
-                weights_path=_resolve_weights(path, need(weights, "path", "weights.")),
+                weights_location=str(need(weights, "path", "weights.")),
                 weights_format=weights_format,
                 weights_sha256=weights.get("sha256"),
                 classes=need(raw, "classes"),

@@ -53,7 +53,7 @@ class Placement:
 
     @property
     def cuda(self) -> bool:
-        return self.device.type == "cuda"
+        return bool(getattr(self.device, "type", "") == "cuda")
 
     def autocast(self, torch):
         """Reduced precision around a forward pass where asked for (GPU only)."""

@@ -53,10 +53,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from animalid.errors import AnimalIdError
 from animalid.mail.mailbox import Mailbox, MailRef
-from animalid.server.ledger import ANSWERED, NOTICED, Ledger
+from animalid.server.ledger import ANSWERED, UNRECORDED_CLAIM_PREFIX, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Claims:
     """One worker's side of the claim protocol (see the module docstring)."""
 
     def __init__(self, mailbox: Mailbox, ledger: Ledger, folder: str, lease: float, worker: str,
-                 clock=time.time, monotonic=time.monotonic):
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.mailbox, self.ledger = mailbox, ledger
         self.folder, self.lease, self.worker = folder, lease, worker
         self._clock, self._monotonic = clock, monotonic
@@ -106,7 +107,7 @@ class Claims:
         return max(MIN_BEAT_S, self.lease / BEATS_PER_LEASE)
 
     def seconds_to_beat(self) -> float:
-        return max(0.0, self._next_beat - self._monotonic())
+        return max(0.0, float(self._next_beat - self._monotonic()))
 
     # -- the heartbeat --------------------------------------------------------
 
@@ -256,7 +257,7 @@ class Claims:
             self.mailbox.delete(answered)
         back = self.mailbox.release([ref for ref in refs if ref not in answered])
         for ref in refs:
-            if ref.key in back and not ref.key.startswith(NOTICED):
+            if ref.key in back and not ref.key.startswith(UNRECORDED_CLAIM_PREFIX):
                 self.ledger.carry(ref.key, back[ref.key].key)
         result.returned = len(back)
         result.unrecorded = sum(1 for claim in expired if claim.noticed and claim.uid in present)

@@ -38,7 +38,7 @@ class SendingStage(Generic[T, R]):
 
     def __init__(self, answer: Callable[[Sequence[T]], list[R]], depth: int = QUEUE_DEPTH):
         self._answer = answer
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Sequence[T] | None] = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._run, name="animalid-send", daemon=True)
         self.answered: list[R] = []
         self.error: BaseException | None = None
@@ -73,7 +73,8 @@ class SendingStage(Generic[T, R]):
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self.error = exc
 
-    def __exit__(self, exc_type, exc, traceback) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
         self._queue.put(None)  # the thread keeps taking chunks until it sees this
         self._thread.join()
         if exc_type is None and self.error is not None:

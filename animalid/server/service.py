@@ -36,21 +36,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from animalid.config import Config
 from animalid.errors import AnimalIdError, PermanentError, TransientError
-from animalid.pidlock import FileLock, LockHeld
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
 from animalid.mail.protection import Protection
 from animalid.mail.transport import MessageRejected, SmtpSender, backoff_delay
-from animalid.server.answering import SEND_ATTEMPTS, Answering
+from animalid.pidlock import FileLock, LockHeld
+from animalid.server.answering import SEND_ATTEMPTS, Answerer, ClassifierLike
 from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
 from animalid.server.jobs import Job, PassStats, Verdict
-from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger, open_ledger
+from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
 from animalid.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -96,23 +97,40 @@ class MailboxLock:
 
 # -- the server -------------------------------------------------------------
 
-class Server(Answering):
-    """Answers every allowed request in one mailbox; see the module docstring."""
+class Server:
+    """Answers every allowed request in one mailbox; see the module docstring.
 
-    def __init__(self, config: Config, classifier=None, receive: str | None = None):
-        self.config = config
-        self.settings = ServerSettings.from_config(config, receive)
-        self._classifier = classifier
-        self.mailbox: Mailbox = open_mailbox(config, "server", self.settings.receive)
-        self.sender = SmtpSender.from_config(config, "server")
+    Assembled from config.ini by ``animalid.cli.settings.server``: the
+    settings, the mailbox and SMTP sender (not connected yet), and the
+    classifier, which ``open()`` loads (``classifier.load()``).
+    """
+
+    def __init__(self, settings: ServerSettings, mailbox: Mailbox, sender: SmtpSender,
+                 classifier: ClassifierLike):
+        self.settings = settings
+        self.classifier = classifier
+        self.mailbox = mailbox
+        self.sender = sender
+        self.answerer = Answerer(settings, classifier, sender, self._set_aside, self._log)
         self.ledger: Ledger | None = None
         self._lock = MailboxLock(self.settings.state_file)
         self.worker = new_worker_id()
         self.claims: Claims | None = None  # set when the mailbox is shared (IMAP MOVE + UIDPLUS)
         self.stop_event = threading.Event()
-        self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
-        self.answer_seconds = 0.0  # total time building, sending and recording replies
-        self.handled = 0
+
+    @property
+    def classify_seconds(self) -> float:
+        """Total time inside classify(), for benchmarks."""
+        return self.answerer.classify_seconds
+
+    @property
+    def answer_seconds(self) -> float:
+        """Total time building, sending and recording replies."""
+        return self.answerer.answer_seconds
+
+    @property
+    def handled(self) -> int:
+        return self.answerer.handled
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -121,16 +139,17 @@ class Server(Answering):
         if alone:  # known before logging in: a second POP3 server stops here
             self._lock.acquire(why=POP3_ALONE)
         try:
-            self.ledger = open_ledger(self.config)
-            self.ledger.worker = self.worker
-            self.ledger.prune()
+            self.ledger = open_ledger(self.settings.ledger_settings)
+            self._ledger.worker = self.worker
+            self.answerer.ledger = self.ledger
+            self._ledger.prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
             self.mailbox.verify_login()
             self.sender.verify_login()
             if not alone:
                 self._share_or_lock()
-            self.classifier  # load the model before the first mail, not during it
+            self._load_classifier()  # before the first mail, not during it
         except BaseException:
             self.close()
             raise
@@ -144,8 +163,9 @@ class Server(Answering):
             return
         self._lock.acquire(shared=True)
         settings = self.settings
-        self.claims = Claims(self.mailbox, self.ledger, settings.claims_folder, settings.claim_lease,
+        self.claims = Claims(self.mailbox, self._ledger, settings.claims_folder, settings.claim_lease,
                              self.worker)
+        self.answerer.claims = self.claims
         self.claims.beat()  # claims of a worker that died before we started go back now
         self.claims.start_heartbeat()
 
@@ -162,29 +182,34 @@ class Server(Answering):
         if self.claims is not None:
             self.claims.stop_heartbeat()
             self.claims = None
+            self.answerer.claims = None
         for closer in (self.mailbox.close, self.sender.close):
             try:
                 closer()
             except AnimalIdError as exc:
                 log.debug("while closing: %s", exc)
         if self.ledger is not None:
-            self.ledger.close()
+            self._ledger.close()
             self.ledger = None
         self._lock.release()
 
     def __enter__(self) -> "Server":
         return self.open()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
-    def classifier(self):
-        if self._classifier is None:
-            started = time.monotonic()
-            self._classifier = load_classifier(self.config, self.settings.max_image_pixels)
-            log.info("classifier loaded in %.1f s", time.monotonic() - started)
-        return self._classifier
+    def _ledger(self) -> Ledger:
+        """The ledger, which ``open()`` opens before anything needs it."""
+        if self.ledger is None:
+            raise PermanentError("the server is not open (call open() first)")
+        return self.ledger
+
+    def _load_classifier(self) -> None:
+        started = time.monotonic()
+        self.classifier.load()
+        log.info("classifier ready in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -220,7 +245,7 @@ class Server(Answering):
         if self.claims is None:
             return " (the only server on this mailbox)"
         return (f" as worker {self.worker}, sharing the mailbox (claims in {self.claims.folder}, "
-                f"lease {self.claims.lease:g} s, ledger {self.ledger.describe()})")
+                f"lease {self.claims.lease:g} s, ledger {self._ledger.describe()})")
 
     def _wait_for_mail(self, soon: bool = False) -> None:
         """Until new mail may be there, or (sharing) the next lease beat is due, or with
@@ -244,7 +269,7 @@ class Server(Answering):
             if self.claims is not None:
                 self._handle_claimed(stats)
                 return stats
-            refs = self.mailbox.list()
+            refs = self.mailbox.list_messages()
             new_refs = self._skip_finished(refs)
             batch = self._take_batch(self.mailbox.with_sizes(new_refs[:MAX_MESSAGES_PER_PASS]),
                                      self.settings.limits.max_message_bytes)
@@ -260,9 +285,10 @@ class Server(Answering):
         """One pass of a worker sharing the mailbox: claim a few requests, then work on
         everything it holds (those, and any it could not finish before)."""
         claims = self.claims
+        assert claims is not None, "only a server sharing its mailbox holds claims"
         claims.progress()
         claims.beat_if_due()
-        new_refs = self._skip_finished(self.mailbox.list())
+        new_refs = self._skip_finished(self.mailbox.list_messages())
         room = max(0, CLAIM_BATCH - len(claims.held))
         won = claims.take(new_refs, room) if room and new_refs else []
         # More waits and we are not starved: look again at once.
@@ -275,7 +301,7 @@ class Server(Answering):
     def _settle_finished_claims(self, held: list[MailRef]) -> list[MailRef]:
         """Claims already final in the ledger (a step after RECORD failed): finish the
         step; the rest, to work on."""
-        finals = self.ledger.known_final_keys([ref.key for ref in held])
+        finals = self._ledger.known_final_keys([ref.key for ref in held])
         if not finals:
             return held
         state = {ref.key: finals[ref.key].state for ref in held if ref.key in finals}
@@ -283,10 +309,12 @@ class Server(Answering):
         aside = [ref for ref in held if state.get(ref.key) == SET_ASIDE]
         if answered:
             self._remove_answered(answered)
+        claims = self.claims
+        assert claims is not None, "only a server sharing its mailbox holds claims"
         if aside:
             self.mailbox.set_aside(aside, self.settings.failed_folder)
-            self.claims.finished(aside)
-        self.claims.give_back([ref for ref in held if state.get(ref.key) == IGNORED])
+            claims.finished(aside)
+        claims.give_back([ref for ref in held if state.get(ref.key) in (IGNORED, REFUSED)])
         return [ref for ref in held if ref.key not in finals]
 
     def _stale_before(self) -> float:
@@ -304,7 +332,7 @@ class Server(Answering):
             log.warning("ending the pass: %s", exc)
 
     def _skip_finished(self, refs: list[MailRef]) -> list[MailRef]:
-        finished = self.ledger.known_final_keys([ref.key for ref in refs])
+        finished = self._ledger.known_final_keys([ref.key for ref in refs])
         # Answered before a crash (or a failed POP3 QUIT) but still there: remove now.
         leftovers = [ref for ref in refs if ref.key in finished and finished[ref.key].state == ANSWERED]
         if leftovers:
@@ -315,7 +343,8 @@ class Server(Answering):
     @staticmethod
     def _take_batch(refs: list[MailRef], max_message_bytes: int) -> list[MailRef]:
         """The first messages that fit the per-pass budget (always at least one)."""
-        batch, total = [], 0
+        batch: list[MailRef] = []
+        total = 0
         for ref in refs[:MAX_MESSAGES_PER_PASS]:
             size = ref.size or 0
             total += size if size <= max_message_bytes else 0  # too large: not downloaded
@@ -326,13 +355,13 @@ class Server(Answering):
 
     def _handle_batch(self, refs: list[MailRef], stats: PassStats) -> None:
         # Counted before any work: a message that crashes the server counts too.
-        attempts = self.ledger.begin_attempts([ref.key for ref in refs])
+        attempts = self._ledger.begin_attempts([ref.key for ref in refs])
         try:
             self._work_on(refs, attempts, stats)
         except TransientError:
             # The mail servers failed, not the messages: those tries do not count.
             # (Finished messages are no longer "seen" and keep their state.)
-            self.ledger.release_attempts([ref.key for ref in refs])
+            self._ledger.release_attempts([ref.key for ref in refs])
             raise
 
     def _work_on(self, refs: list[MailRef], attempts: dict[str, int], stats: PassStats) -> None:
@@ -371,22 +400,23 @@ class Server(Answering):
             elif verdict is Verdict.KEEP:
                 keep.append(ref)
             elif verdict is Verdict.WAIT:
-                self.ledger.release_attempt(ref.key)  # waiting is not a failed try
+                self._ledger.release_attempt(ref.key)  # waiting is not a failed try
                 stats.waiting += 1
         if jobs:
-            done += self._classify_and_answer(jobs, stats)
+            done += self.answerer.classify_and_answer(jobs, stats)
         if done:
             self._remove_answered(done)
         if keep and self.claims is not None:
             self.claims.give_back(keep)  # left in the mailbox: back to the INBOX
 
-    def _read(self, ref: MailRef, content, header_bytes) -> Incoming | None:
+    def _read(self, ref: MailRef, content: bytes | TooLarge | None,
+              header_bytes: bytes | None) -> Incoming | None:
         own = [self.settings.address]
         limits, protection = self.settings.limits, self.settings.protection
         try:
             if isinstance(content, TooLarge):
                 return parse_headers_only(header_bytes or b"", own, content.size, limits, protection)
-            return parse_incoming(content, own, limits, protection)
+            return parse_incoming(content or b"", own, limits, protection)
         except Exception as exc:  # the email package on hostile input: count as a failed try
             log.warning("%s: cannot parse the message (%s: %s)", ref.key, type(exc).__name__,
                         clean_text(exc))
@@ -395,7 +425,7 @@ class Server(Answering):
     def _triage(self, job: Job, stats: PassStats) -> "Verdict":
         """Decide what becomes of a request before any classifying (see ``Verdict``)."""
         ref, incoming = job.ref, job.incoming
-        ledger, settings = self.ledger, self.settings
+        ledger, settings = self._ledger, self.settings
         message_id, sender = incoming.message_id, incoming.sender
         if message_id:
             # Reserve first, then look for a final state: a worker that finishes
@@ -417,7 +447,7 @@ class Server(Answering):
             return Verdict.KEEP
         if not settings.allowed.allows(sender):
             self._log(job, "refused", "sender not allowed")
-            ledger.mark_ignored(ref.key, message_id, sender, "sender not allowed")
+            ledger.mark_refused(ref.key, message_id, sender, "sender not allowed")
             stats.refused += 1
             return Verdict.KEEP
         if incoming.protection_problem:
@@ -443,12 +473,12 @@ class Server(Answering):
     def _refuse_over_rate(self, job: Job) -> None:
         limit = self.settings.rate_limit_per_hour
         reason = f"rate limit: more than {limit} requests in an hour"
-        if self.ledger.take_event(job.incoming.sender, "rate-notice", RATE_WINDOW_S, 1):
+        if self._ledger.take_event(job.incoming.sender, "rate-notice", RATE_WINDOW_S, 1):
             text = (f"You have sent more than {limit} requests in the last hour; "
                     "this one was not processed. Please try again later.")
             self._send_notice(job, error_answers(job.incoming, text))
         self._log(job, "refused", reason)
-        self.ledger.mark_ignored(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
 
     def _refuse_unprotected(self, job: Job) -> None:
         """A request from an allowed address that fails the [security] check.
@@ -458,14 +488,14 @@ class Server(Answering):
         """
         reason = f"security check failed: {job.incoming.protection_problem}"
         if self.settings.protection.notify_failures:
-            if self.ledger.take_event(job.incoming.sender, "security-notice", RATE_WINDOW_S, 1):
+            if self._ledger.take_event(job.incoming.sender, "security-notice", RATE_WINDOW_S, 1):
                 text = (f"Your request was not processed: {job.incoming.protection_problem}. "
                         "Check that client and server share the same [security] keys.")
                 # Signed but not sealed: the sender may lack the key to open it.
                 self._send_notice(job, error_answers(job.incoming, text),
                                   replace(self.settings.protection, encryption_key=None))
         self._log(job, "refused", reason)
-        self.ledger.mark_ignored(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
 
     def _set_aside(self, job: Job, reason: str, tell_sender: bool) -> None:
         if tell_sender:
@@ -478,7 +508,7 @@ class Server(Answering):
                 self.claims.finished([job.ref])
         except TransientError as exc:
             log.warning("%s: could not move to %s: %s", job.ref.key, self.settings.failed_folder, exc)
-        self.ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "set-aside", reason)
 
     def _set_aside_unreadable(self, ref: MailRef) -> None:
@@ -489,22 +519,22 @@ class Server(Answering):
                 self.claims.finished([ref])
         except TransientError as exc:
             log.warning("%s: could not move to %s: %s", ref.key, self.settings.failed_folder, exc)
-        self.ledger.mark_set_aside(ref.key, reason=reason)
+        self._ledger.mark_set_aside(ref.key, reason=reason)
         log.info("%s from (unknown): set-aside (%s)", ref.key, reason)
 
-    def _send_notice(self, job: Job, answers: list[dict],
+    def _send_notice(self, job: Job, answers: list[dict[str, Any]],
                      protection: Protection | None = None) -> None:
         protection = self.settings.protection if protection is None else protection
         try:
-            self._send(build_reply(job.incoming, self.settings.address, answers,
+            self.answerer.send(build_reply(job.incoming, self.settings.address, answers,
                                    protection=protection, display_name=self.settings.display_name))
         except MessageRejected as exc:
             log.warning("%s: could not tell %s: %s", job.incoming.message_id or job.ref.key,
                         job.incoming.sender, exc)
 
     def _finish(self, state: str, job: Job, reason: str) -> None:
-        mark = {ANSWERED: self.ledger.mark_answered, SET_ASIDE: self.ledger.mark_set_aside,
-                IGNORED: self.ledger.mark_ignored}[state]
+        mark = {ANSWERED: self._ledger.mark_answered, SET_ASIDE: self._ledger.mark_set_aside,
+                IGNORED: self._ledger.mark_ignored, REFUSED: self._ledger.mark_refused}[state]
         mark(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "ignored", reason)
 
@@ -524,7 +554,7 @@ class Server(Answering):
 
 
 @contextmanager
-def serving_in_background(server: "Server", join_timeout: float = 15.0):
+def serving_in_background(server: "Server", join_timeout: float = 15.0) -> Iterator["Server"]:
     """``server.run()`` in a thread for the length of a ``with`` block.
 
     At the end the server is stopped and closed; a failure inside the thread,
@@ -532,7 +562,7 @@ def serving_in_background(server: "Server", join_timeout: float = 15.0):
     """
     failure: list[BaseException] = []
 
-    def serve():
+    def serve() -> None:
         try:
             server.run()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller below
@@ -551,9 +581,3 @@ def serving_in_background(server: "Server", join_timeout: float = 15.0):
     if failure:
         raise RuntimeError(f"the server failed: {failure[0]!r}") from failure[0]
 
-
-def load_classifier(config: Config, max_pixels: int):
-    """The classifier (PyTorch) -- imported here only, so the mail code stays light."""
-    from animalid.recognition.classifier import Classifier
-
-    return Classifier.from_config(config, max_pixels=max_pixels)

@@ -381,6 +381,7 @@ class Window:
                 self.proc.kill()
 
 
+@pytest.mark.gui
 def test_window_space_captures_and_each_answer_lands_on_its_shot(stand_in, xdisplay, tmp_path):
     argv, spool = stand_in
     window = Window(argv(delays="2.0,0.2"), xdisplay, tmp_path)
@@ -412,6 +413,7 @@ def test_window_space_captures_and_each_answer_lands_on_its_shot(stand_in, xdisp
     assert sorted(p.name for p in spool.glob("*.jpg")) == ["1.jpg", "2.jpg"]
 
 
+@pytest.mark.gui
 def test_closing_the_window_quits(stand_in, xdisplay, tmp_path):
     argv, _ = stand_in
     window = Window(argv(), xdisplay, tmp_path)
@@ -534,6 +536,7 @@ def test_end_to_end_terminal_shot_is_identified_by_the_real_server(animal_server
     assert record["answers"][0]["taxonomy"]["family"] == "Felidae"  # the real classifier on the tiger
 
 
+@pytest.mark.gui
 def test_end_to_end_window_shows_the_real_answer_on_the_shot(animal_server, xdisplay, tmp_path):
     config, _, hub = animal_server
     shots = tmp_path / "shots"

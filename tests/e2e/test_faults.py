@@ -8,7 +8,7 @@ ledger (SQLite, synced), then DELETE the request. So:
 * a reply is sent twice only when the crash falls after SEND and before
   RECORD -- or when the SMTP session is cut after the message's final dot
   and before the server's 250 (RFC 1047), which a restarting mail server
-  can do. Those are the documented duplicate windows (README, "Reliability").
+  can do. Those are the documented duplicate windows (docs/reliability.md).
 
 Each test sends a burst of requests (30, from four accounts, a few per second)
 while faults strike at seeded points, then checks that every request got a
@@ -31,11 +31,22 @@ from pathlib import Path
 
 import pytest
 
-from animalid.server.ledger import ANSWERED
 from animalid.mail.messages import build_request, parse_reply
-from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answers, empty_mailbox, ledger_states,
-                               make_config, photo, replies_by_request, running_server, submit,
-                               wait_for)
+from animalid.server.ledger import ANSWERED
+from animalid.testing.harness import (
+    CLIENTS,
+    Burst,
+    ServerProcess,
+    assert_answers,
+    empty_mailbox,
+    ledger_states,
+    make_config,
+    photo,
+    replies_by_request,
+    running_server,
+    submit,
+    wait_for,
+)
 
 SEED = 20251124
 REQUESTS = 30

@@ -21,20 +21,32 @@ from pathlib import Path
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
-from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request, parse_reply
 from animalid.server.claims import Claims
 from animalid.server.ledger import ANSWERED, SqliteLedger
-from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answers, empty_mailbox, folder_count,
-                                      ledger_claims, ledger_records, ledger_reservations, make_config,
-                                      mailbox_messages, photo, replies_by_request, run_cli, submit,
-                                      wait_for)
-
-pytestmark = pytest.mark.e2e
+from animalid.testing.harness import (
+    CLIENTS,
+    Burst,
+    ServerProcess,
+    assert_answers,
+    empty_mailbox,
+    folder_count,
+    ledger_claims,
+    ledger_records,
+    ledger_reservations,
+    mailbox_messages,
+    make_config,
+    photo,
+    replies_by_request,
+    run_cli,
+    submit,
+    wait_for,
+)
 
 WORKERS = 3
-LEASE = 10  # seconds; the default is 60 (README, "Many servers, one mailbox")
+LEASE = 10  # seconds; the default is 60 (docs/operations.md, "Many servers, one mailbox")
 CLAIMS = "animalid-claims"
 
 
@@ -46,7 +58,7 @@ class Team:
         common = dict(receive="imap", server_receive="imap", rate_limit_per_hour=0, claim_lease=LEASE,
                       retry_max_delay=1, max_attempts=10, **settings)
         # One torch thread each: three workers with a thread per core each would
-        # fight over the cores (README, "Many servers, one mailbox").
+        # fight over the cores (docs/operations.md, "Many servers, one mailbox").
         self.configs = {client: make_config(hub, folder, client, name=f"{client}.ini",
                                             classifier_settings={"threads": 1}, **common)
                         for client in CLIENTS}
@@ -152,13 +164,13 @@ def test_workers_racing_for_the_same_requests_each_win_different_ones(mailhub, t
 
     def worker(index: int) -> None:
         try:
-            with open_mailbox(load_config(config), "server", "imap") as box, \
+            with edge.mailbox(load_config(config), "server", "imap") as box, \
                     SqliteLedger(tmp_path / "ledger.sqlite") as ledger:
                 ledger.worker = f"w{index}"
                 claims = Claims(box, ledger, CLAIMS, lease=60, worker=ledger.worker)
                 barrier.wait()
                 while True:
-                    refs = box.list()
+                    refs = box.list_messages()
                     if not refs:
                         break
                     won[index] += [ref.key for ref in claims.take(refs)]

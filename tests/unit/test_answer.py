@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from animalid.contract import headline, lead_of, render_text
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
-
-from animalid.contract import headline, render_text
 from animalid.recognition.knowledge import load_knowledge_base
 from animalid.testing.harness import ROOT
 
@@ -84,7 +83,7 @@ def test_a_clear_favourite_leads_the_headline_and_the_claim_follows(builder):
     # The demo tiger's shape: the tiger well ahead, its look-alike "tiger cat" behind.
     answer = builder.build("t.png", probs(builder, tiger=0.64, tiger_cat=0.11, Egyptian_cat=0.02))
     assert (answer["rank"], answer["scientific_name"]) == ("family", "Felidae")
-    assert answer["lead"] is True and answer["most_likely"]["scientific_name"] == "Panthera tigris"
+    assert lead_of(answer)["scientific_name"] == answer["most_likely"]["scientific_name"] == "Panthera tigris"
     line = headline(answer)
     assert line.startswith("Tiger (Panthera tigris), 64")
     # Only the claimed taxon is called certain; the tiger comes with its own probability.
@@ -94,20 +93,23 @@ def test_a_clear_favourite_leads_the_headline_and_the_claim_follows(builder):
 
 def test_without_a_clear_favourite_the_claim_leads_and_the_animal_is_a_possibility(builder):
     answer = builder.build("c.jpg", probs(builder, lion=0.45, tiger=0.40))
-    assert answer["lead"] is False
+    assert lead_of(answer) is None and answer["lead"]["scientific_name"] == "Panthera"
     line = headline(answer)
     assert line.startswith("Big cat: genus Panthera, 85")
     assert line.endswith("; possibly Lion (Panthera leo), 45%")
     assert "at least" not in line
 
 
-def test_a_favourite_breed_leads_and_the_species_is_what_is_certain(builder):
+def test_breeds_add_up_before_the_lead_is_decided(builder):
+    # Issue 19: breed classes add up to the species before anything is judged, so
+    # the dog (94%) is what the answer names and the favourite breed is "most like".
     answer = builder.build("d.jpg", probs(builder, Labrador_retriever=0.69, golden_retriever=0.12,
                                           Chesapeake_Bay_retriever=0.12))
     assert (answer["rank"], answer["scientific_name"]) == ("species", "Canis lupus familiaris")
-    assert answer["common_name"] == "Dog" and answer["lead"] is True
+    assert answer["common_name"] == "Dog" and answer["lead"]["common_name"] == "Dog"
     line = headline(answer)
-    assert line.startswith(f"{answer['most_likely']['common_name']}, 69%; at least Dog (Canis lupus familiaris), ")
+    assert line.startswith("Dog (Canis lupus familiaris), 9")
+    assert f"most like {answer['most_likely']['common_name']}, 69%" in line
 
 
 def test_a_favourite_outside_the_claimed_taxon_does_not_lead(builder):
@@ -115,7 +117,7 @@ def test_a_favourite_outside_the_claimed_taxon_does_not_lead(builder):
     # the claim (even-toed ungulates): the tiger is neither put first nor offered.
     answer = builder.build("x.jpg", probs(builder, tiger=0.30, hog=0.28, ox=0.25))
     assert (answer["rank"], answer["scientific_name"]) == ("order", "Artiodactyla")
-    assert answer["lead"] is False and "Tiger" not in headline(answer)
+    assert lead_of(answer) is None and "Tiger" not in headline(answer)
 
 
 def test_a_class_that_holds_its_taxon_is_called_by_its_own_name(builder):

@@ -1,8 +1,8 @@
-"""The shared ledger (animalid/server/ledger.py) on both backends: what several workers rely on.
+"""The shared ledger (animalid/server/ledger/): what several workers rely on.
 
-Each test runs on SQLite (a file in tmp_path: a unit test) and on a real
-PostgreSQL server (the session's ``postgres`` fixture: marked e2e, so
-``pytest -m unit`` runs the SQLite half alone). The races are real: separate
+Here each test runs on SQLite (a file in tmp_path). The same tests run again on
+a real PostgreSQL server in tests/e2e/test_ledger_postgres.py, which imports
+them and gives ``spec`` for that backend. The races are real: separate
 processes with connections of their own hammer the same rows at once.
 """
 
@@ -14,25 +14,26 @@ import threading
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.errors import ConfigError
-from animalid.server.ledger import (ANSWERED, IGNORED, NOTICED, Ledger, PostgresLedger, SqliteLedger,
-                                    open_ledger)
+from animalid.server.ledger import (
+    ANSWERED,
+    IGNORED,
+    UNRECORDED_CLAIM_PREFIX,
+    Ledger,
+    PostgresLedger,
+    SqliteLedger,
+    open_ledger,
+)
 
 RACERS = 4
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
-def spec(request, tmp_path):
-    """How to open one ledger, in this process or a forked one."""
-    if request.param == "sqlite":
-        return ("sqlite", str(tmp_path / "ledger.sqlite"))
-    postgres = request.getfixturevalue("postgres")
-    spec = ("postgresql", postgres.url, postgres.password())
-    with opened(spec) as ledger:  # the session shares one database: start empty
-        for table in ("messages", "events", "claims", "inflight", "workers"):
-            ledger._count(f"DELETE FROM {table}")
-    return spec
+@pytest.fixture
+def spec(tmp_path):
+    """How to open one ledger, in this process or a forked one: ``(backend, *arguments)``."""
+    return ("sqlite", str(tmp_path / "ledger.sqlite"))
 
 
 def opened(spec, worker: str = "w0", clock=None) -> Ledger:
@@ -128,9 +129,9 @@ def test_expired_claims_go_to_one_taker_and_noticed_ones_wait_for_their_name(spe
         second.notice_claims(7, [12, 13])  # 12 is named by k2: its noticed row waits
         clock.now += 100
         expired = second.expire_claims(clock.now - 60)
-        assert sorted((c.key, c.uid) for c in expired) == [(f"{NOTICED}7:13", 13), ("k1", 11), ("k2", 12)]
+        assert sorted((c.key, c.uid) for c in expired) == [(f"{UNRECORDED_CLAIM_PREFIX}7:13", 13), ("k1", 11), ("k2", 12)]
         assert not first.hold_claim("k1")
-        assert [(c.key, c.uid) for c in first.expire_claims(clock.now - 60)] == [(f"{NOTICED}7:12", 12)]
+        assert [(c.key, c.uid) for c in first.expire_claims(clock.now - 60)] == [(f"{UNRECORDED_CLAIM_PREFIX}7:12", 12)]
         assert first.expire_claims(clock.now - 60) == []
 
 
@@ -147,8 +148,8 @@ def test_a_final_state_ends_the_reservation_in_the_same_step(spec):
 
 def test_a_record_follows_its_message_to_a_new_key(spec):
     with opened(spec) as ledger:
-        ledger.begin_attempt("imap:1:5", "<m@x>", "a@b.c")
-        ledger.begin_attempt("imap:1:5")
+        assert ledger.begin_attempts(["imap:1:5"]) == {"imap:1:5": 1}
+        ledger.begin_attempts(["imap:1:5"])
         ledger.reserve("<m@x>", "imap:1:5", stale_before=0)
         ledger.carry("imap:1:5", "imap:1:9")
         assert ledger.get("imap:1:5") is None
@@ -161,7 +162,6 @@ def test_a_record_follows_its_message_to_a_new_key(spec):
 
 # -- SQLite specifics and settings -----------------------------------------------------------
 
-@pytest.mark.unit
 def test_an_older_sqlite_ledger_gains_the_new_tables_and_column(tmp_path):
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
@@ -171,14 +171,13 @@ def test_an_older_sqlite_ledger_gains_the_new_tables_and_column(tmp_path):
                      "updated REAL NOT NULL);"
                      "INSERT INTO messages VALUES ('pop3:a', '<a@x>', 'a@b.c', 'answered', 0, '', 1, 1);")
     db.close()
-    with Ledger(path) as ledger:
+    with SqliteLedger(path) as ledger:
         assert ledger.final_by_message_id("<a@x>").state == ANSWERED
         ledger.worker = "w1"
         ledger.mark_answered("pop3:b", "<b@x>", "a@b.c")
         assert ledger.final_states()["<b@x>"] == (ANSWERED, "w1")
 
 
-@pytest.mark.unit
 @pytest.mark.parametrize("url, problem", [
     ("postgresql://animalid:hunter2@db/animalid", "a password does not go in the URL"),
     ("postgresql://animalid@db/animalid?password=hunter2", "a password does not go in the URL"),
@@ -189,21 +188,10 @@ def test_a_bad_ledger_setting_is_one_clear_line(tmp_path, url, problem):
     config = tmp_path / "config.ini"
     config.write_text(f"[server]\nledger = {url}\n")
     with pytest.raises(ConfigError) as error:
-        open_ledger(load_config(config))
+        open_ledger(edge.ledger_settings(load_config(config)))
     message = str(error.value)
     assert "[server] ledger:" in message and problem in message and "\n" not in message
     assert "hunter2" not in message
-
-
-def test_the_postgresql_password_comes_from_the_command_and_is_never_shown(postgres, tmp_path):
-    config = tmp_path / "config.ini"
-    config.write_text(f"[server]\nledger = {postgres.url}\nledger_password_command = cat {postgres.password_file}\n")
-    with open_ledger(load_config(config)) as ledger:
-        assert ledger.backend == "postgresql" and postgres.password() not in ledger.describe()
-    config.write_text(f"[server]\nledger = {postgres.url}\nledger_password_command = echo wrong-password\n")
-    with pytest.raises(Exception) as error:
-        open_ledger(load_config(config))
-    assert "refused the login" in str(error.value) and "wrong-password" not in str(error.value)
 
 
 def test_workers_opening_a_new_ledger_together_all_get_it(tmp_path):
@@ -214,7 +202,7 @@ def test_workers_opening_a_new_ledger_together_all_get_it(tmp_path):
         path = tmp_path / f"ledger-{round_}.sqlite"
         barrier = threading.Barrier(3, timeout=30)
 
-        def open_it():
+        def open_it(barrier=barrier, path=path):
             barrier.wait()
             try:
                 SqliteLedger(path).close()

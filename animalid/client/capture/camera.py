@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from animalid.client.capture.settings import describe_source
 from animalid.errors import AnimalIdError, ExitStatus
@@ -40,7 +40,7 @@ class Camera:
         self.is_file = isinstance(source, str) and "://" not in source
         self.label = f"camera {describe_source(source)}"
         self.fps = 0.0
-        self._capture = None
+        self._capture: Any = None  # a cv2.VideoCapture once open (OpenCV is imported late)
 
     def __enter__(self) -> "Camera":
         return self
@@ -52,7 +52,7 @@ class Camera:
         """Open and read a first frame, or CameraError saying why not."""
         import cv2
 
-        if self.is_file and not Path(self.source).is_file():
+        if self.is_file and not Path(str(self.source)).is_file():
             raise CameraError(f"{self.label}: no such file (give a device index, a video file or a URL)")
         self._capture = cv2.VideoCapture(self.source)
         if not self._capture.isOpened():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Sequence
 from animalid.client.capture.imaging import shrink
 from animalid.client.capture.shots import Shot, waiting_text
 from animalid.client.capture.text import RGB, TextPainter
-from animalid.contract import warnings_of
+from animalid.contract import lead_of, lead_parts, warnings_of
 
 if TYPE_CHECKING:  # only for annotations: importing them costs start-up time
     import numpy as np
@@ -123,9 +123,14 @@ def answer_card_text(answer: dict, number: int) -> CardText:
                  if looks_like else "")
         return CardText(name, GOLD, subtitle=_joined(guess, f"shot {number}"),
                         details=tuple(details))
-    rank, scientific = answer["rank"], answer.get("scientific_name", "")
-    label = scientific if rank == "species" else f"{rank} {scientific}"
-    return CardText(name[:1].upper() + name[1:], probability=f"{answer.get('probability', 0):g}%",
+    # The title is the headline's opening (contract.lead_parts): the window, the
+    # terminal and the mail lead with the same animal or group.
+    title, label, probability = lead_parts(answer)
+    if lead_of(answer) is not None:
+        rank, scientific = answer["rank"], answer.get("scientific_name", "")
+        claim = scientific if rank == "species" else f"{rank} {scientific}"
+        label = _joined(label, f"at least {claim} {answer.get('probability', 0):g}%")
+    return CardText(title, probability=f"{probability:g}%",
                     subtitle=_joined(label, f"shot {number}"), badges=tuple(warnings_of(answer)),
                     details=tuple(details))
 

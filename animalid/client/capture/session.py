@@ -53,31 +53,36 @@ class CaptureSession:
         now, updates = self.clock(), []
         for event in self.worker.events():
             if event.kind == "sent":
+                assert event.shot_number is not None and event.message_id is not None, \
+                    "the mail worker names the shot and its Message-ID"
                 updates.append(Update("sent", self.book.mark_sent(event.shot_number,
                                                                   event.message_id, now)))
             elif event.kind == "not_sent":
-                shot = self.book.mark_not_sent(event.shot_number, event.problem, event.status)
+                assert event.shot_number is not None
+                shot = self.book.mark_not_sent(event.shot_number, event.problem or "not sent", event.status)
                 self.archive.keep_outcome(shot)
-                updates.append(Update("not_sent", shot, shot.problem))
+                updates.append(Update("not_sent", shot, shot.problem or ""))
             elif event.kind == "answered":
-                shot = self.book.take_answers(event.message_id, event.answers, now)
-                if shot is None:
+                answered = self.book.take_answers(event.message_id or "", event.answers or [], now)
+                if answered is None:
                     log.info("ignoring an answer to %s: not a shot of this run, or answered",
                              event.message_id)
                     continue
-                self.archive.keep_outcome(shot)
-                updates.append(Update("answered", shot))
+                self.archive.keep_outcome(answered)
+                updates.append(Update("answered", answered))
             else:
                 updates.append(Update("mail_problem", text=f"mail: {event.problem}"))
         for shot in self.book.expire(now):
             self.archive.keep_outcome(shot)
-            updates.append(Update("timed_out", shot, shot.problem))
+            updates.append(Update("timed_out", shot, shot.problem or ""))
         return updates
 
 
 def describe_update(update: Update) -> str:
     """The line (or lines) a terminal shows for an update."""
     shot = update.shot
+    if shot is None:  # a mail problem: no shot of its own
+        return update.text
     if update.kind == "sent":
         return f"captured shot {shot.number}, sent (message id {shot.message_id})"
     if update.kind == "not_sent":

@@ -40,7 +40,7 @@ def find_font(style: str) -> str | None:
                 return str(path)
     for name in FONT_FILES[style]:
         try:
-            return ImageFont.truetype(name, 12).path
+            return str(ImageFont.truetype(name, 12).path)
         except OSError:
             continue
     return None

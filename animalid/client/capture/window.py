@@ -8,8 +8,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from animalid.client.capture.camera import Camera, FramePacer
-from animalid.client.capture.card import (HINT, card_text, card_width, compose_live,
-                                          layout_unit, render_card)
+from animalid.client.capture.card import HINT, card_text, card_width, compose_live, layout_unit, render_card
 from animalid.client.capture.imaging import shrink
 from animalid.client.capture.session import CaptureSession, Update, describe_update
 from animalid.client.capture.shots import Shot, ShotBook, waiting_text
@@ -40,8 +39,8 @@ class PreviewView:
 
     def __init__(self, painter: TextPainter):
         self.painter = painter
-        self._card_key = None
-        self._card = None
+        self._card_key: tuple[int, int, object] | None = None
+        self._card: np.ndarray | None = None
         self._flash_until = 0.0
         self._note = ""
         self._note_until = 0.0
@@ -70,6 +69,7 @@ class PreviewView:
         key = (shot.number, width, card_text(shot, now))
         if key != self._card_key:
             self._card_key, self._card = key, render_card(shot, width, now, self.painter, unit)
+        assert self._card is not None
         return self._card
 
 
@@ -118,7 +118,7 @@ def run_window(session: CaptureSession, camera: Camera, console: "Console") -> i
 
 def _window_log_line(update: Update) -> str:
     """The terminal beside the window gets one line per event, not the whole answer."""
-    if update.kind == "answered":
+    if update.kind == "answered" and update.shot is not None:
         answer = update.shot.answer or {}
         flags = warnings_of(answer)
         return f"shot {update.shot.number}: {headline(answer)}" + (f"  [{', '.join(flags)}]" if flags else "")
