@@ -30,12 +30,11 @@ import configparser
 import difflib
 import os
 import re
-import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .credentials import SecretSource
 from .errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.ini"
@@ -166,7 +165,6 @@ _MISSING = object()
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+):([A-Za-z0-9_]+)\}")
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
-_SECRET_COMMAND_TIMEOUT_S = 30
 
 
 def load_config(path: str | os.PathLike | None = None) -> "Config":
@@ -236,12 +234,12 @@ class Section:
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self._where(key)}: {problem}")
 
-    def raw(self, key: str) -> str:
+    def value(self, key: str) -> str:
         """The file's value when the key is there (even empty), else the table's default;
         ``${section:key}`` references replaced by those settings' values."""
-        return self.expand(key, self.written(key))
+        return self.expand(key, self.as_written(key))
 
-    def written(self, key: str) -> str:
+    def as_written(self, key: str) -> str:
         """The value as written (file or table), references left as they are."""
         if self.config.parser.has_option(self.name, key):
             return self.config.parser.get(self.name, key).strip()
@@ -256,7 +254,7 @@ class Section:
             section, name = match.group(1).lower(), match.group(2).lower()
             if name not in DEFAULTS.get(section, {}):
                 raise self.error(key, f"${{{match.group(1)}:{match.group(2)}}} names no setting")
-            target = Section(self.config, section).written(name)
+            target = Section(self.config, section).as_written(name)
             if "${" in target:
                 raise self.error(key, f"[{section}] {name} refers to another setting itself; "
                                       "references are one level deep")
@@ -271,11 +269,11 @@ class Section:
         return f"{raw!r} is relative to the folder of {self.config.path.name}: {self.config.folder}"
 
     def has(self, key: str) -> bool:
-        return self.raw(key) != ""
+        return self.value(key) != ""
 
     def get(self, key: str, fallback=_MISSING) -> str:
         """The value, or ``fallback`` when it is empty; without one, empty is an error."""
-        value = self.raw(key)
+        value = self.value(key)
         if value:
             return value
         if fallback is _MISSING:
@@ -343,15 +341,11 @@ class Section:
             raise self.error(key, f"{path} does not exist" + (f" ({relative})" if relative else ""))
         return path
 
-    def get_secret(self, name: str, required: bool = True) -> str | None:
-        """The secret ``name`` from ``<name>_env`` or ``<name>_command``.
+    def secret_source(self, name: str) -> SecretSource:
+        """Where the secret ``name`` comes from: ``<name>_env`` and ``<name>_command``.
 
-        The environment variable wins, so a deployment can override the
-        command without editing the file. The two keys are one setting: when
-        the file names either, the other takes no default. A variable that is
-        set but empty is an error that names it (an empty password is never
-        what was meant). The value itself is never logged or put into an
-        error message.
+        The two keys are one setting: when the file names either, the other
+        takes no default. Nothing is fetched here (``SecretSource.fetch``).
         """
         env_key, command_key = f"{name}_env", f"{name}_command"
         parser = self.config.parser
@@ -360,36 +354,16 @@ class Section:
         def source(key: str) -> str:
             if own:
                 return self.expand(key, parser.get(self.name, key, fallback="").strip())
-            return self.raw(key)
+            return self.value(key)
 
-        variable, command = source(env_key), source(command_key)
-        if variable and variable in os.environ:
-            if not os.environ[variable].strip():
-                raise self.error(env_key, f"environment variable {variable} is set but empty")
-            return os.environ[variable]
-        if command:
-            return self._run_secret_command(command_key, command)
-        if not required:
+        return SecretSource(name=name, where=f"{self.config.path}: [{self.name}]",
+                            variable=source(env_key), command=source(command_key),
+                            folder=self.config.folder)
+
+    def get_secret(self, name: str, required: bool = True) -> str | None:
+        """The secret ``name`` now (see ``secret_source``); None when none is named and
+        it is not ``required``. The value itself is never logged or put into an error."""
+        source = self.secret_source(name)
+        if not source.named and not required:
             return None
-        if variable:
-            raise self.error(env_key, f"environment variable {variable} is not set "
-                                      f"and no {command_key} is given")
-        raise self.error(f"{env_key} / {command_key}", "missing: say where the secret comes from")
-
-    def _run_secret_command(self, key: str, command: str) -> str:
-        try:
-            argv = shlex.split(command)
-        except ValueError as exc:
-            raise self.error(key, f"cannot parse the command: {exc}") from None
-        try:
-            result = subprocess.run(argv, cwd=self.config.folder, capture_output=True, text=True,
-                                    timeout=_SECRET_COMMAND_TIMEOUT_S, check=False)
-        except FileNotFoundError:
-            raise self.error(key, f"command not found: {argv[0]}") from None
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise self.error(key, f"command failed: {type(exc).__name__}") from None
-        secret = result.stdout.strip()
-        if result.returncode != 0 or not secret:
-            detail = result.stderr.strip().splitlines()[-1:] or ["no output"]
-            raise self.error(key, f"command exited {result.returncode}: {detail[0]}")
-        return secret
+        return source.fetch()

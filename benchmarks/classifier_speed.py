@@ -103,6 +103,7 @@ def main() -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     paths = {mode: ROOT / "models" / f"{mode}.json" for mode in modes}
 
+    from animalid.cli import settings as edge
     from animalid.config import load_config
     from animalid.recognition.model import EnsembleSpec
 
@@ -118,21 +119,20 @@ def main() -> int:
             timed_process([sys.executable, "classifier.py", "--json", "--model", str(paths[mode]), str(PHOTO)])
             for _ in range(3))
         figures[mode]["peak_rss_mb"] = peak_rss_mb(
-            "from animalid.config import load_config; from animalid.recognition.classifier import Classifier; "
+            "from animalid.cli import settings as edge; from animalid.config import load_config; "
             "from animalid.recognition.model import EnsembleSpec; "
-            f"c = Classifier.from_config(load_config(), spec=EnsembleSpec.load({str(paths[mode])!r})); "
+            f"c = edge.classifier(load_config(), spec=EnsembleSpec.load({str(paths[mode])!r})); "
             f"c.classify([('x', open({str(PHOTO)!r}, 'rb').read())] * 16)")
-
-    import animalid.recognition.classifier as classifier_module
-    from animalid.recognition.classifier import Classifier
 
     import torch  # noqa: F401  (imported before the clock starts: "load" is the networks alone)
     from torchvision.models import EfficientNet_B0_Weights  # noqa: F401
 
+    import animalid.recognition.classifier as classifier_module
+
     classifiers = {}
     for mode in modes:
         started = time.perf_counter()
-        classifiers[mode] = Classifier.from_config(config, spec=EnsembleSpec.load(paths[mode]))
+        classifiers[mode] = edge.classifier(config, spec=EnsembleSpec.load(paths[mode]))
         figures[mode]["load_s"] = time.perf_counter() - started
     photos = {"demo photo": PHOTO.read_bytes(), "12 MP JPEG": phone_photo()}
     latencies = {(mode, photo): [] for mode in modes for photo in photos}

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.knowledge import RANKS
@@ -369,7 +370,7 @@ def main() -> int:
 def rules_builder(config, spec: EnsembleSpec | None = None) -> AnswerBuilder:
     """The AnswerBuilder the classifier would use for ``spec`` (default: the configured
     model), without loading any network."""
-    from animalid.recognition.classifier import rules_for, rules_from_config
+    from animalid.recognition.classifier import rules_for
     from animalid.recognition.knowledge import load_knowledge_base
     from animalid.recognition.model import class_labels
 
@@ -377,7 +378,7 @@ def rules_builder(config, spec: EnsembleSpec | None = None) -> AnswerBuilder:
     kb = load_knowledge_base(section.get_path("knowledge_base"))
     spec = spec or EnsembleSpec.load(section.get_path("model"))
     return AnswerBuilder(kb, class_labels(spec.members[0].spec, kb),
-                         rules_for(spec, rules_from_config(section)), section.get_int("top_k"))
+                         rules_for(spec, edge.answer_rules(section)), section.get_int("top_k"))
 
 
 # -- the search behind the configured values ------------------------------------------

@@ -22,6 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.recognition.classifier import Classifier
 
@@ -88,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(ROOT / "config.ini")
     photos = photos_in(args.photos or [str(ROOT / "tests" / "photos")])
-    device = Classifier.from_config(config, device=args.device)
+    device = edge.classifier(config, device=args.device)
     print(f"device {device.device}, {len(device.spec.members)} network(s) x {len(device.spec.views)} view(s), "
           f"batch {device.placement.batch_tensors} tensors, {device.placement.decode_threads} decoding threads")
     prepared = [device.prepare(item) for item in photos[:16]]
@@ -97,10 +98,10 @@ def main() -> None:
     whole = end_to_end(device, items)
     print(f"networks alone: {alone['fp32']:.0f} images/s fp32, {alone['bf16']:.0f} images/s bf16")
     print(f"end to end: {whole:.0f} images/s = {100 * whole / alone['fp32']:.0f}% of the networks alone (fp32)")
-    cpu = Classifier.from_config(config, device="cpu")
+    cpu = edge.classifier(config, device="cpu")
     reference = cpu.classify(photos)
     for precision in ("fp32", "tf32"):
-        other = Classifier.from_config(config, device=args.device, precision=precision)
+        other = edge.classifier(config, device=args.device, precision=precision)
         differ, gap = compare(reference, other.classify(photos))
         print(f"{precision}: {len(differ)} of {len(photos)} answers differ from the CPU's; "
               f"largest probability gap {gap:.2f} points")

@@ -39,22 +39,28 @@ import random
 import re
 import shutil
 import statistics
-from collections import Counter
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from animalid.cli import settings as edge  # noqa: E402
 from animalid.config import load_config  # noqa: E402
-from animalid.errors import AnimalIdError, TransientError  # noqa: E402
 from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
-from animalid.client.requester import Requester  # noqa: E402
-from animalid.testing.harness import (FAMILY, ServerProcess, ledger_records, ledger_states,  # noqa: E402
-                                      make_config, replies_by_request)
+from animalid.errors import AnimalIdError, TransientError  # noqa: E402
+from animalid.testing.harness import (  # noqa: E402
+    FAMILY,
+    ServerProcess,
+    ledger_records,
+    ledger_states,
+    make_config,
+    replies_by_request,
+)
 
 PHOTOS = ("tiger.png", "dog.png", "bison.png")
 GRACE_S = 5.0  # after the last answer: time for late duplicates to show
@@ -77,7 +83,7 @@ def client_loop(config_path: Path, photos: dict[str, bytes], count: int, pace: f
                 deadline: float, outcome: Outcome) -> None:
     """One client: send ``count`` requests ``pace`` s apart, then collect every answer."""
     try:
-        with Requester(load_config(config_path)) as requester:
+        with edge.requester(load_config(config_path)) as requester:
             sent: set[str] = set()
             answered: set[str] = set()
             next_send = time.monotonic()

@@ -27,10 +27,10 @@ import threading
 import time
 from pathlib import Path
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.devhub import start_on_free_offset
 from animalid.mail.imap import parse_copyuid
-from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request
 from animalid.testing.harness import CLIENTS, folder_count, make_config, submit
 
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     boxes = []
     try:
         config = make_config(hub, work, server_receive="imap")
-        boxes = [open_mailbox(load_config(config), "server", "imap") for _ in range(args.sessions)]
+        boxes = [edge.mailbox(load_config(config), "server", "imap") for _ in range(args.sessions)]
         for box in boxes:
             box.list_folder(FOLDER)
-            box.list()
+            box.list_messages()
         sessions = [box._call(lambda client: client) for box in boxes]
         moved_twice = copies = 0
         for round_number in range(args.rounds):
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                 submit(hub, hub.address("client1"),
                        build_request(hub.address("client1"), hub.server, [(f"m{index}.png", b"x")]))
             time.sleep(0.2)
-            uids = [ref.handle for ref in boxes[0].list()]
+            uids = [ref.handle for ref in boxes[0].list_messages()]
             answers: list[int] = [0] * args.sessions
             barrier = threading.Barrier(args.sessions)
 
-            def move(index: int) -> None:
+            def move(index: int, barrier=barrier, uids=uids, answers=answers) -> None:
                 client = sessions[index]
                 client._imap.untagged_responses.pop("COPYUID", None)
                 barrier.wait()

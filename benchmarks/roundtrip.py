@@ -39,10 +39,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from animalid.cli import settings as edge  # noqa: E402
+from animalid.client.requester import Requester  # noqa: E402
 from animalid.config import load_config  # noqa: E402
 from animalid.devhub import MailHub, start_on_free_offset  # noqa: E402
-from animalid.client.requester import Requester  # noqa: E402
-from animalid.server.service import Server, load_classifier, serving_in_background  # noqa: E402
+from animalid.server.service import load_classifier, serving_in_background  # noqa: E402
 
 PHOTO = ROOT / "tests" / "photos" / "tiger.png"
 CLIENTS = ("bench1", "bench2", "bench3", "bench4")
@@ -77,7 +78,7 @@ def write_config(hub: MailHub, folder: Path, receive: str, poll: float, client: 
 
 @contextmanager
 def running_server(config, classifier):
-    with serving_in_background(Server(config, classifier=classifier).open()) as server:
+    with serving_in_background(edge.server(config, classifier=classifier).open()) as server:
         yield server
 
 
@@ -112,7 +113,7 @@ def measure_classifier(classifier, image: bytes, burst: int) -> dict:
 def measure_round_trips(config, classifier, image: bytes, trips: int) -> tuple[list[float], list[float]]:
     """Seconds per round trip, and the server's seconds inside classify() for each."""
     times, classify = [], []
-    with running_server(config, classifier) as server, Requester(config) as requester:
+    with running_server(config, classifier) as server, edge.requester(config) as requester:
         requester.wait([requester.send([("warm-up.png", image)])], timeout=60)
         for index in range(trips):
             before = server.classify_seconds
@@ -128,7 +129,7 @@ def measure_burst(hub: MailHub, folder: Path, receive: str, poll: float, classif
                   image: bytes, count: int, pipeline: bool = True) -> dict:
     """``count`` requests from the four client accounts at once (one thread each)."""
     configs = [write_config(hub, folder, receive, poll, client, pipeline) for client in CLIENTS]
-    requesters = [Requester(config) for config in configs]
+    requesters = [edge.requester(config) for config in configs]
     errors: list[BaseException] = []
     try:
         with running_server(configs[0], classifier) as server:

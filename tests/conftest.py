@@ -40,10 +40,10 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def classifier():
+    from animalid.cli import settings as edge
     from animalid.config import load_config
-    from animalid.recognition.classifier import Classifier
 
-    return Classifier.from_config(load_config(ROOT / "config.ini"))
+    return edge.classifier(load_config(ROOT / "config.ini"))
 
 
 @pytest.fixture(scope="session")

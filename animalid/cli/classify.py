@@ -50,14 +50,14 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 def classify_files(args: argparse.Namespace) -> int:
-    from animalid.recognition.classifier import Classifier
+    from animalid.cli import settings as edge
     from animalid.recognition.model import ModelSpec
 
     started = time.perf_counter()
     overrides = {"top_k": args.top_k, "device": args.device}
     if args.model:
         overrides["spec"] = ModelSpec.load(args.model)
-    classifier = Classifier.from_config(load_config(args.config), **overrides)
+    classifier = edge.classifier(load_config(args.config), **overrides)
     log.info("model loaded in %.2f s", time.perf_counter() - started)
     answers = classifier.classify([(name, name) for name in args.images])
     for answer in answers:

@@ -176,11 +176,10 @@ def collect_late(requester, record, quiet_errors: bool) -> tuple[list, dict]:
 
 def collect(config, args) -> int:
     """client.py --collect: print the late answers to this client's earlier requests."""
-    from animalid.client.pending import PendingRecord
-    from animalid.client.requester import Requester
+    from animalid.cli import settings as edge
 
-    with Requester(config, receive=args.receive) as requester:
-        record = PendingRecord.from_config(config, requester.account.address)
+    with edge.requester(config, receive=args.receive) as requester:
+        record = edge.pending_record(config, requester.account.address)
         found, waiting = collect_late(requester, record, quiet_errors=False)
     show_late(found, waiting, args.json)
     left = len(waiting) - len(found)
@@ -195,15 +194,15 @@ def collect(config, args) -> int:
 
 
 def identify(config, args) -> int:
-    from animalid.client.pending import PendingRecord
-    from animalid.client.requester import AnswerTimeout, Requester
+    from animalid.cli import settings as edge
+    from animalid.client.requester import AnswerTimeout
     from animalid.contract import render_answers
     from animalid.errors import UnreachableError
 
     images = read_images(args.image)
     progress = Progress()
-    with Requester(config, receive=args.receive) as requester:
-        record = PendingRecord.from_config(config, requester.account.address)
+    with edge.requester(config, receive=args.receive) as requester:
+        record = edge.pending_record(config, requester.account.address)
         found, waiting = collect_late(requester, record, quiet_errors=True)
         # With --json, stdout is this request's answers alone; late ones go to stderr.
         show_late(found, waiting, False, sys.stderr if args.json else sys.stdout)
@@ -238,7 +237,9 @@ def camera(config, args) -> int:
         print(f"{PROG}: camera capture needs OpenCV (pip install -r requirements/client.txt); "
               f"or use --image PATH", file=sys.stderr)
         return ExitStatus.USAGE
-    return int(capture.run(config, args) or 0)
+    from animalid.cli import settings as edge
+
+    return int(capture.run(config, args, make_requester=lambda: edge.requester(config, getattr(args, "receive", None))) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,9 +53,9 @@ def main(argv=None) -> int:
 
 
 def identify_through_hub(args: argparse.Namespace) -> int:
+    from animalid.cli import settings as edge
     from animalid.client.files import read_images
-    from animalid.client.requester import Requester
-    from animalid.server.service import Server, serving_in_background
+    from animalid.server.service import serving_in_background
 
     images = read_images(args.photos)
     config = load_config(args.config)
@@ -64,8 +64,8 @@ def identify_through_hub(args: argparse.Namespace) -> int:
         if hub is not None:
             cleanup.callback(hub.stop)
         print("demo: loading the classifier and starting the server ...", file=sys.stderr)
-        cleanup.enter_context(serving_in_background(Server(config).open()))
-        with Requester(config) as requester:
+        cleanup.enter_context(serving_in_background(edge.server(config).open()))
+        with edge.requester(config) as requester:
             started = time.monotonic()
             message_id = requester.send(images)
             print(f"demo: mailed {len(images)} photo(s) as {message_id}; waiting ...", file=sys.stderr)

@@ -80,15 +80,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         nonlocal server
-        from animalid.server.service import Server
+        from animalid.cli import settings as edge
 
         config = load_config(args.config)
         if args.status:
             from animalid.server.status import status_report
 
-            print(status_report(config, args.receive))
+            settings = edge.server_settings(config, args.receive)
+            print(status_report(settings, edge.mailbox(config, "server", settings.receive)))
             return ExitStatus.OK
-        server = Server(config, receive=args.receive)
+        server = edge.server(config, receive=args.receive)
         try:
             server.open()
             server.run(once=args.once)

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
-from animalid.config import Config
 from animalid.errors import ConfigError
 
 MAX_AGE_S = 30 * 24 * 3600  # a month: far beyond any server restart
@@ -53,10 +52,6 @@ class PendingRecord:
     def __init__(self, path: Path, address: str):
         self.path = Path(path)
         self.address = address.lower()
-
-    @classmethod
-    def from_config(cls, config: Config, address: str) -> "PendingRecord":
-        return cls(config.section("client").get_path("state_file"), address)
 
     def waiting(self) -> list[PendingRequest]:
         """This account's requests without an answer, oldest first."""

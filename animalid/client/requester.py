@@ -32,12 +32,11 @@ import time
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
-from animalid.config import Config
 from animalid.errors import AuthError, ExitStatus, TransientError, UnreachableError
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.messages import build_request, parse_reply, reply_headers_match
 from animalid.mail.protection import Protection
-from animalid.mail.transport import Account, Endpoint, SmtpSender, backoff_delay, send_with_retry
+from animalid.mail.transport import Account, SmtpSender, backoff_delay, send_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +58,19 @@ class AnswerTimeout(TransientError):
 
 
 class Requester:
-    """Sends requests as [client] of config.ini and matches the replies to them."""
+    """Sends requests as ``account`` to ``server_address`` and matches the replies to them.
 
-    def __init__(self, config: Config, receive: str | None = None):
-        section = config.section("client")
-        self.account = Account.from_config(config, "client")
-        self.server_address = section.get("server_address")
-        self.timeout = section.get_float("timeout", minimum=0.1)
-        self.sender = SmtpSender(Endpoint.from_config(config, "smtp"), self.account)
-        self.mailbox: Mailbox = open_mailbox(config, "client", receive)
-        self.protection = Protection.from_config(config)
+    Assembled from config.ini [client] by ``animalid.cli.settings.requester``.
+    """
+
+    def __init__(self, account: Account, server_address: str, timeout: float, sender: SmtpSender,
+                 mailbox: Mailbox, protection: Protection | None = None):
+        self.account = account
+        self.server_address = server_address
+        self.timeout = timeout
+        self.sender = sender
+        self.mailbox = mailbox
+        self.protection = protection if protection is not None else Protection()
         self.outstanding: dict[str, float] = {}  # Message-ID -> time sent
         self._answered: set[str] = set()  # for consuming duplicate replies too
         self._ready: dict[str, list[dict]] = {}  # collected, not yet handed out by wait()
@@ -206,7 +208,7 @@ class Requester:
         return mine
 
     def _collect(self) -> list[tuple[str, list[dict]]]:
-        refs = [ref for ref in self.mailbox.list() if ref.key not in self._not_ours]
+        refs = [ref for ref in self.mailbox.list_messages() if ref.key not in self._not_ours]
         if not refs:
             self.mailbox.end_pass()
             return []
@@ -265,8 +267,4 @@ class Requester:
         self.refused_replies[message_id] = reason
         return None
 
-    def check_login(self) -> None:
-        """Log in to both servers now (a wrong password fails here, before any photo)."""
-        self.sender.verify_login()
-        self.mailbox.verify_login()
 

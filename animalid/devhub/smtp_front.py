@@ -26,7 +26,8 @@ import logging
 import secrets
 import threading
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Optional
+from pathlib import Path
+from typing import Mapping, Optional, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
@@ -36,8 +37,20 @@ from .lmtp import lmtp_deliver
 from .ports import bind_error
 from .tls import server_context
 
-if TYPE_CHECKING:
-    from .hub import MailHub
+
+class FrontHub(Protocol):
+    """What the SMTP front reads of the hub it fronts (hub.MailHub provides it)."""
+
+    domain: str  # mail for other domains is not relayed
+    accounts: Mapping[str, str]  # address -> password, live: accounts may be added while running
+    state: Path  # the hub's state folder (tls/server.pem and server.key)
+    listen: str
+    ports: Mapping[str, int]  # listener name -> port
+    max_message_bytes: int
+    hostname: Optional[str]
+
+    @property
+    def lmtp_socket(self) -> str: ...
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +98,7 @@ class _HubSMTP(SMTP):
 class _Handler:
     """Envelope policy and delivery for one listener."""
 
-    def __init__(self, hub: "MailHub", listener: str, submission: bool, faults: SmtpFaults):
+    def __init__(self, hub: FrontHub, listener: str, submission: bool, faults: SmtpFaults):
         self.hub, self.listener, self.submission = hub, listener, submission
         self.faults = faults
         self.connections: set[_HubSMTP] = set()
@@ -159,7 +172,7 @@ def _message_id(content: bytes) -> str:
 class SmtpFront:
     """The three SMTP listeners, on one asyncio loop in a thread of its own."""
 
-    def __init__(self, hub: "MailHub"):
+    def __init__(self, hub: FrontHub):
         self.hub = hub
         self.faults = SmtpFaults()  # kept across restarts, like the hub's accounts
         self.loop: Optional[asyncio.AbstractEventLoop] = None

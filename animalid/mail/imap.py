@@ -12,12 +12,12 @@ The claims of several servers sharing a mailbox are described in mailbox.py.
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from dataclasses import replace
 
 from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
+from animalid.mail.imapclient_compat import input_buffered, untagged_responses
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.transport import Account, Endpoint, network_error
 
@@ -50,7 +50,7 @@ class ImapMailbox(Mailbox):
         self._uidvalidities: dict[str, int] = {}
         self._idling = False
         self._idle_since = 0.0
-        self._dirty = True  # list() must look: nothing is known yet
+        self._dirty = True  # list_messages() must look: nothing is known yet
         self._folders_made: set[str] = set()
         self._warned_no_uidplus = False
 
@@ -108,7 +108,7 @@ class ImapMailbox(Mailbox):
             self._uidvalidities[folder] = int(selected.get(b"UIDVALIDITY", 0))
             # SELECT reports the folder's size (EXISTS): not news. News that came
             # while another folder was selected is unknown, so list again.
-            _pop_news(client._imap.untagged_responses)
+            _pop_news(untagged_responses(client))
             if folder == self.folder:
                 if self._uidvalidity and self._uidvalidities[folder] != self._uidvalidity:
                     self._uidvalidity = self._uidvalidities[folder]
@@ -154,14 +154,14 @@ class ImapMailbox(Mailbox):
         self._select(client, self.folder)
         # An EXISTS the server sent during an earlier command sits in imaplib's
         # store and will not be sent again: look there before idling.
-        if _pop_news(client._imap.untagged_responses):
+        if _pop_news(untagged_responses(client)):
             self._dirty = True
         if self._dirty:
             return
         client.idle()
         self._idling = True
         self._idle_since = time.monotonic()
-        if _pop_news(client._imap.untagged_responses) or _input_buffered(client):
+        if _pop_news(untagged_responses(client)) or input_buffered(client):
             self._dirty = True  # it arrived with the "+ idling" continuation
 
     def _leave_idle(self) -> None:
@@ -203,7 +203,7 @@ class ImapMailbox(Mailbox):
 
     # -- Mailbox ------------------------------------------------------------
 
-    def list(self) -> list[MailRef]:
+    def list_messages(self) -> list[MailRef]:
         def listing(client):
             self._select(client, self.folder)
             self._dirty = False  # before the search: news arriving after it must count
@@ -302,7 +302,7 @@ class ImapMailbox(Mailbox):
         for folder, group in _by_folder(refs).items():
             uids = [ref.handle for ref in group]
 
-            def remove(client, f=folder):
+            def remove(client, f=folder, uids=uids):
                 self._select(client, f)
                 client.add_flags(uids, [b"\\Deleted"], silent=True)
                 self._expunge(client, uids)
@@ -312,10 +312,10 @@ class ImapMailbox(Mailbox):
     def _expunge(self, client, uids: list[int]) -> None:
         if client.has_capability("UIDPLUS"):
             client.uid_expunge(uids)  # leaves others' \Deleted messages alone
-            client._imap.untagged_responses.pop("EXPUNGE", None)
+            untagged_responses(client).pop("EXPUNGE", None)
         elif not self._warned_no_uidplus:
             # A plain EXPUNGE would also remove whatever another client marked
-            # \Deleted: the messages stay flagged, and list() skips them.
+            # \Deleted: the messages stay flagged, and list_messages() skips them.
             self._warned_no_uidplus = True
             log.warning("%s has no UIDPLUS (RFC 4315): removed requests stay marked \\Deleted "
                         "until a mail client expunges the folder", self.endpoint.where)
@@ -324,7 +324,7 @@ class ImapMailbox(Mailbox):
         for source, group in _by_folder(refs).items():
             uids = [ref.handle for ref in group]
 
-            def move(client, s=source):
+            def move(client, s=source, uids=uids):
                 self._ensure_folder(client, folder)
                 self._select(client, s)
                 if client.has_capability("MOVE"):
@@ -402,7 +402,7 @@ class ImapMailbox(Mailbox):
         """
         if not uids:
             return {}
-        untagged = client._imap.untagged_responses
+        untagged = untagged_responses(client)
         untagged.pop("COPYUID", None)
         client.move(uids, folder)
         answers = untagged.pop("COPYUID", None) or []
@@ -474,26 +474,6 @@ def _pop_news(untagged: dict) -> bool:
         values = untagged.pop(name, None) or []
         found = found or any(value not in (b"0", 0) for value in values)
     return found
-
-
-def _input_buffered(client) -> bool:
-    """True when bytes already read from the socket wait in imaplib's buffer.
-
-    IDLE responses that arrived in the same packet as the continuation line
-    sit there, where a poll() on the socket cannot see them.
-    """
-    sock = client.socket()
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    reader = client._imap.file
-    sock.setblocking(False)
-    try:
-        return bool(reader.peek(1))
-    except (OSError, ValueError):  # nothing buffered: the raw read would block
-        return False
-    finally:
-        sock.setblocking(True)
-        client._set_read_timeout()
 
 
 def _shutdown_quietly(client) -> None:

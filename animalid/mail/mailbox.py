@@ -21,7 +21,7 @@ moved. A claimer therefore owns exactly the UIDs its COPYUID names.
 
 Both kinds share ``Mailbox``:
 
-* ``list()`` -- what is in the mailbox now, as ``MailRef`` (a stable key,
+* ``list_messages()`` -- what is in the mailbox now, as ``MailRef`` (a stable key,
   plus the size where the protocol gives it for free);
 * ``fetch(refs, max_bytes)`` / ``fetch_headers(refs)`` -- bounded reads;
 * ``delete(refs)``, ``set_aside(refs, folder)`` and ``end_pass()``;
@@ -29,7 +29,7 @@ Both kinds share ``Mailbox``:
 * ``wait(timeout)`` -- block until new mail may be there (IDLE), or until
   the next poll is due (POP3); ``has_news()`` is the non-blocking form.
 
-Connections open on first use. A dropped connection raises
+``animalid.mail.receiving.open_mailbox`` opens one of the two. Connections open on first use. A dropped connection raises
 ``UnreachableError`` and is reopened by the next call, so callers only need
 to back off and call again.
 """
@@ -40,13 +40,10 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from animalid.config import Config
 from animalid.errors import PermanentError
 from animalid.mail.transport import Account, Endpoint, check_credentials_protected
 
 log = logging.getLogger(__name__)
-
-RECEIVE_CHOICES = ("imap", "pop3")
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ class Mailbox(ABC):
         self.close()
 
     @abstractmethod
-    def list(self) -> list[MailRef]: ...
+    def list_messages(self) -> list[MailRef]: ...
 
     @abstractmethod
     def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge]: ...
@@ -100,7 +97,7 @@ class Mailbox(ABC):
 
     @abstractmethod
     def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` s; True when ``list()`` may show something new."""
+        """Block up to ``timeout`` s; True when ``list_messages()`` may show something new."""
 
     def has_news(self) -> bool:
         return self.wait(0)
@@ -129,28 +126,9 @@ class Mailbox(ABC):
 
     def verify_login(self) -> None:
         """Connect and log in now, so a wrong password shows before any work."""
-        self.list()
+        self.list_messages()
         self.end_pass()
 
     @abstractmethod
     def close(self) -> None: ...
 
-
-def open_mailbox(config: Config, role: str, receive: str | None = None) -> Mailbox:
-    """The mailbox of [client] or [server], by IMAP or POP3 (``receive`` overrides the file)."""
-    section = config.section(role)
-    receive = receive or section.get_choice("receive", RECEIVE_CHOICES)
-    if receive not in RECEIVE_CHOICES:
-        raise section.error("receive", f"{receive!r} is not one of: {', '.join(RECEIVE_CHOICES)}")
-    account = Account.from_config(config, role)
-    endpoint = Endpoint.from_config(config, receive)
-    if receive == "pop3":
-        from animalid.mail.pop3 import Pop3Mailbox
-
-        return Pop3Mailbox(endpoint, account,
-                           poll_interval=section.get_float("poll_interval", minimum=0.01, maximum=3600.0))
-    from animalid.mail.imap import ImapMailbox
-
-    imap = config.section("imap")
-    return ImapMailbox(endpoint, account, folder=imap.get("folder"),
-                       idle_refresh=imap.get_float("idle_refresh", minimum=10.0, maximum=29 * 60))

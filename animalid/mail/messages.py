@@ -53,7 +53,6 @@ from email.message import EmailMessage, Message
 from typing import Sequence
 
 from animalid.contract import render_answers
-from animalid.config import Config
 from animalid.mail.decorations import find_decorations
 from animalid.mail.headers import HEADER_BYTES_LIMIT, first_message_id, message_ids, one_line, read_header
 from animalid.mail.imagetypes import IMAGE_EXTENSIONS, UNTYPED, image_type_of, sniff_image_type
@@ -62,13 +61,14 @@ from animalid.mail.transport import looks_like_address
 
 log = logging.getLogger(__name__)
 
+# The X-Animalid header's values, which are also the kinds protection.py signs.
 REQUEST_MARK = "request"
 REPLY_MARK = "reply"
 MARK_HEADER = "X-Animalid"
 ANSWERS_FILENAME = "answers.json"
 MAX_SKIPPED_NAMES = 5
-# Kinds of incoming mail.
-REQUEST = "request"
+# Kinds of incoming mail: a request to answer, or why not to answer it.
+REQUEST_KIND = "request"
 AUTO_SUBMITTED = "auto-submitted"
 BOUNCE = "bounce"
 MAILING_LIST = "mailing-list"
@@ -93,7 +93,7 @@ _MULTIPART = re.compile(rb"multipart/", re.IGNORECASE)
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
     """What one request may carry (config.ini [server])."""
 
@@ -101,14 +101,6 @@ class Limits:
     max_parts: int
     max_images: int
     max_image_pixels: int = 40_000_000  # config.DEFAULTS [server] max_image_pixels
-
-    @classmethod
-    def from_config(cls, config: Config) -> "Limits":
-        section = config.section("server")
-        return cls(max_message_bytes=section.get_int("max_message_bytes", minimum=1000),
-                   max_parts=section.get_int("max_parts", minimum=1),
-                   max_images=section.get_int("max_images", minimum=1),
-                   max_image_pixels=section.get_int("max_image_pixels", minimum=1))
 
 
 @dataclass
@@ -129,8 +121,8 @@ class Incoming:
     sender: str  # bare lower-case address from From, or ""
     subject: str
     references: list[str]
-    kind: str  # REQUEST or the reason to ignore it
-    reason: str  # a few words for the log when kind is not REQUEST
+    kind: str  # REQUEST_KIND or the reason to ignore it
+    reason: str  # a few words for the log when kind is not REQUEST_KIND
     images: list[ImagePart] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # e.g. parts over the limit
     protection_problem: str = ""  # why the signature / encryption check failed
@@ -138,7 +130,7 @@ class Incoming:
 
     @property
     def is_request(self) -> bool:
-        return self.kind == REQUEST
+        return self.kind == REQUEST_KIND
 
 
 @dataclass
@@ -342,7 +334,7 @@ def _incoming_from(message: Message, own_addresses: Sequence[str]) -> Incoming:
         sender=sender,
         subject=clean_text(read_header(message, "Subject")),
         references=message_ids(read_header(message, "References"))[-MAX_REFERENCES:],
-        kind=REQUEST, reason="",
+        kind=REQUEST_KIND, reason="",
     )
     incoming.kind, incoming.reason = message_kind(message, sender, own_addresses, sender_problem)
     return incoming
@@ -413,7 +405,7 @@ def too_large_text(size: int, limit: int) -> str:
 
 def message_kind(message: Message, sender: str, own_addresses: Sequence[str],
                   sender_problem: str = "") -> tuple[str, str]:
-    """REQUEST, or the kind of mail that must not be answered (RFC 3834 section 2)."""
+    """REQUEST_KIND, or the kind of mail that must not be answered (RFC 3834 section 2)."""
     own = {address.lower() for address in own_addresses}
     if not sender:
         return NO_SENDER, sender_problem or "no usable From address"
@@ -433,7 +425,7 @@ def message_kind(message: Message, sender: str, own_addresses: Sequence[str],
         return MAILING_LIST, f"Precedence: {precedence}"
     if read_header(message, "List-Id") or read_header(message, "List-Unsubscribe"):
         return MAILING_LIST, "mailing list (List-Id)"
-    return REQUEST, ""
+    return REQUEST_KIND, ""
 
 
 def extract_images(message: Message, limits: Limits) -> tuple[list[ImagePart], list[str], list[str]]:

@@ -119,7 +119,7 @@ class Pop3Mailbox(Mailbox):
 
     # -- Mailbox ------------------------------------------------------------
 
-    def list(self) -> list[MailRef]:
+    def list_messages(self) -> list[MailRef]:
         def listing(pop):
             _, uid_lines, _ = pop.uidl()
             _, size_lines, _ = pop.list()

@@ -50,13 +50,11 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import struct
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 
-from animalid.config import Config, Section
 from animalid.errors import PermanentError
 from animalid.mail.headers import first_message_id, read_header
 
@@ -88,24 +86,9 @@ class Protection:
     notify_failures: bool = False  # server: tell an allowed sender whose request failed
 
     @classmethod
-    def from_config(cls, config: Config) -> "Protection":
-        """[security] of config.ini; a key whose source is named must be there."""
-        if not config.has_section("security"):
-            return cls()
-        section = config.section("security")
-        signing = _configured_secret(section, "signing_key")
-        encryption = _configured_secret(section, "encryption_key")
-        return cls(
-            signing_key=derive_key(signing, _SIGNING_LABEL) if signing else None,
-            encryption_key=derive_key(encryption, _ENCRYPTION_LABEL) if encryption else None,
-            max_age_s=section.get_float("signature_max_age", minimum=60.0),
-            notify_failures=section.get_bool("notify_signature_failures"),
-        )
-
-    @classmethod
     def from_secrets(cls, signing: str | None = None, encryption: str | None = None,
                      **options) -> "Protection":
-        """For programs and tests that hold the secrets themselves."""
+        """From the secrets themselves (each at least MIN_SECRET_CHARS long)."""
         for secret in (signing, encryption):
             if secret is not None and len(secret) < MIN_SECRET_CHARS:
                 raise ValueError(f"a secret needs at least {MIN_SECRET_CHARS} characters")
@@ -274,22 +257,6 @@ def derive_key(secret: str, label: bytes) -> bytes:
 
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
                 info=label).derive(secret.encode("utf-8"))
-
-
-def _configured_secret(section: Section, name: str) -> str | None:
-    """The secret when its source is named (then it must be there), else None.
-
-    A secret written into the file itself is refused when the file is read
-    (animalid.config).
-    """
-    if not (section.has(f"{name}_env") or section.has(f"{name}_command")):
-        return None
-    secret = section.get_secret(name, required=True)
-    if len(secret) < MIN_SECRET_CHARS:
-        raise section.error(f"{name}_env / {name}_command",
-                            f"the secret is shorter than {MIN_SECRET_CHARS} characters "
-                            "(use e.g. openssl rand -base64 32)")
-    return secret
 
 
 def _header(message: Message, name: str) -> str:

@@ -5,11 +5,12 @@ submissions port), RFC 4954 (SMTP AUTH) with the PLAIN (RFC 4616) and LOGIN
 mechanisms for passwords, and Google's / Microsoft's XOAUTH2 SASL mechanism
 for OAuth 2.0 access tokens (the only choice for Outlook and Microsoft 365).
 
-A port left empty in config.ini follows the host: the protocol's standard
-port for its security (RFC 6409 submission 587, RFC 8314 implicit TLS 465,
-993 and 995, RFC 9051 IMAP 143, RFC 1939 POP3 110), plus ``[hub]
-port_offset`` when the host is the local hub, so a hub moved to another
-offset is one edit.
+``STANDARD_PORTS`` holds each protocol's standard port for its security
+(RFC 6409 submission 587, RFC 8314 implicit TLS 465, 993 and 995, RFC 9051
+IMAP 143, RFC 1939 POP3 110); where the settings are built (animalid.cli.settings)
+a port left empty in config.ini becomes that port (plus the local hub's
+offset when the host is the hub). ``Endpoint`` and ``Account`` are those
+settings, typed and frozen; this module never reads the config file.
 
 Certificates are always verified: the context comes from
 ``ssl.create_default_context`` with the configured CA file or the system's
@@ -25,7 +26,6 @@ backoff.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import logging
 import smtplib
@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Callable, TypeVar
 
-from animalid.config import Config
-from animalid.errors import (AnimalIdError, AuthError, ConfigError, PermanentError, TransientError,
-                     UnreachableError)
+from animalid.credentials import SecretSource
+from animalid.errors import AnimalIdError, AuthError, ConfigError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import server_text
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ STANDARD_PORTS = {
     "imap": {"tls": 993, "starttls": 143, "none": 143},
     "pop3": {"tls": 995, "starttls": 110, "none": 110},
 }
-_WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 AUTH_CHOICES = ("password", "xoauth2", "none")
 ROLES = ("client", "server")
 # A pooled SMTP connection idle longer than this is checked with NOOP before
@@ -76,29 +74,6 @@ class Endpoint:
     ca_file: str | None
     timeout: float
 
-    @classmethod
-    def from_config(cls, config: Config, protocol: str) -> "Endpoint":
-        section = config.section(protocol)
-        ca_path = section.get_path("ca_file", None)
-        if ca_path is not None and not ca_path.is_file():
-            raise section.error("ca_file", _missing_ca_text(config, section, ca_path))
-        host = section.get("host")
-        security = section.get_choice("security", SECURITY_CHOICES)
-        port = section.get_int("port", minimum=1, maximum=65535) if section.has("port") else None
-        if port is None:
-            port = STANDARD_PORTS[protocol][security] + hub_port_offset(config, host)
-            if port > 65535:
-                raise config.section("hub").error("port_offset", f"puts the {protocol} port at {port}, "
-                                                                 "above 65535")
-        return cls(
-            protocol=protocol,
-            host=host,
-            port=port,
-            security=security,
-            ca_file=str(ca_path) if ca_path else None,
-            timeout=section.get_float("timeout", minimum=1.0, maximum=600.0),
-        )
-
     @property
     def where(self) -> str:
         return f"{self.protocol.upper()} server {self.host}:{self.port}"
@@ -115,15 +90,9 @@ class Endpoint:
             raise ConfigError(f"[{self.protocol}] ca_file {self.ca_file}: cannot load: {exc}") from None
 
 
-def hub_port_offset(config: Config, host: str) -> int:
-    """[hub] port_offset when ``host`` is the local hub ([hub] listen, or loopback for a
-    hub on loopback or on every address), else 0."""
-    hub = config.section("hub")
-    listen = hub.get("listen", "").strip().lower()
-    host = host.strip().lower()
-    if host == listen or (_is_loopback(host) and (_is_loopback(listen) or listen in _WILDCARD_ADDRESSES)):
-        return hub.get_int("port_offset", minimum=0, maximum=64000)
-    return 0
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface."""
+    return _is_loopback(host)
 
 
 def _is_loopback(host: str) -> bool:
@@ -135,57 +104,47 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _missing_ca_text(config: Config, section, ca_path) -> str:
-    """Why a CA file is missing, naming where its path came from and what to do."""
-    written = section.written("ca_file")
-    raw = section.raw("ca_file")
-    origin = f" ({section.relative_to(raw)})" if section.relative_to(raw) else ""
-    if "${hub:state_dir}" in written.replace(" ", ""):
-        return (f"{ca_path} does not exist{origin}: the local hub writes it when it first starts; "
-                f"start it (python -m animalid.mailhub --config {config.path}) or set ca_file")
-    return f"{ca_path} does not exist{origin}"
-
-
-@dataclass
+@dataclass(frozen=True)
 class Account:
     """Who we are at the mail servers: [client] or [server] of config.ini.
 
-    The secret is read lazily and never appears in ``repr``, logs or errors.
-    A password is read once; an OAuth2 token is fetched afresh for every
-    login, since access tokens expire after about an hour.
+    The secret is fetched only when a login needs it, from its ``SecretSource``,
+    and never appears in ``repr``, logs or errors. A password is fetched once;
+    an OAuth2 token afresh for every login, since access tokens expire after
+    about an hour.
     """
 
     role: str
     address: str
     username: str
-    auth: str
-    _section: object = field(repr=False)
-    _password: str | None = field(default=None, repr=False)
+    auth: str  # one of AUTH_CHOICES
+    password_source: SecretSource | None = field(default=None, repr=False)
+    token_source: SecretSource | None = field(default=None, repr=False)
+    _fetched: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
-    @classmethod
-    def from_config(cls, config: Config, role: str) -> "Account":
-        if role not in ROLES:
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
-        section = config.section(role)
-        address = section.get("address")
-        if not looks_like_address(address):
-            raise section.error("address", f"{address!r} is not a mail address")
-        return cls(role=role, address=address.lower(),
-                   username=section.get("username", address),
-                   auth=section.get_choice("auth", AUTH_CHOICES),
-                   _section=section)
+        if self.auth not in AUTH_CHOICES:
+            raise ValueError(f"auth must be one of {AUTH_CHOICES}")
 
     @property
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
 
     def password(self) -> str:
-        if self._password is None:
-            self._password = self._section.get_secret("password")
-        return self._password
+        if "password" not in self._fetched:
+            self._fetched["password"] = _fetch(self.password_source, self.role, "password")
+        return self._fetched["password"]
 
     def token(self) -> str:
-        return self._section.get_secret("token")
+        return _fetch(self.token_source, self.role, "token")
+
+
+def _fetch(source: SecretSource | None, role: str, name: str) -> str:
+    if source is None:
+        raise ConfigError(f"[{role}] {name}_env / {name}_command: missing: say where the secret comes from")
+    return source.fetch()
 
 
 def looks_like_address(text: str) -> bool:
@@ -287,10 +246,6 @@ class SmtpSender:
         self.account = account
         self._smtp: smtplib.SMTP | None = None
         self._last_used = 0.0
-
-    @classmethod
-    def from_config(cls, config: Config, role: str) -> "SmtpSender":
-        return cls(Endpoint.from_config(config, "smtp"), Account.from_config(config, role))
 
     def __enter__(self) -> "SmtpSender":
         return self
@@ -417,6 +372,3 @@ def backoff_delay(attempt: int, base_delay: float, max_delay: float) -> float:
     """base, 2*base, 4*base ... never above max_delay (attempt counts from 1)."""
     return min(max_delay, base_delay * (2 ** max(0, attempt - 1)))
 
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")

@@ -21,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..contract import COULD_NOT_IDENTIFY, NO_ANIMAL
 from animalid.recognition.knowledge import RANKS, Entry, KnowledgeBase
+
+from ..contract import COULD_NOT_IDENTIFY, NO_ANIMAL
 
 # A candidate this large a share of the claimed taxon decides the warning
 # flags: better to warn about a possible venomous snake than to miss it.

@@ -1,11 +1,12 @@
 """Identify the animal in photos: loaded networks plus the knowledge base.
 
-``Classifier.from_config(config).classify([(name, data)])`` answers each
+``Classifier(spec, kb_path, ...).classify([(name, data)])`` answers each
 image with one object of the output contract (README, "Output contract").
 The model description picks a mode (models/fast.json, balanced.json,
 full.json): which networks see which test-time views of each photo, how their
 outputs are combined, and the answer thresholds measured for that
-combination (README, "Accuracy"). This package is the only code that imports
+combination (README, "Accuracy"). ``animalid.cli.settings.classifier``
+builds one from config.ini [classifier]. This package is the only code that imports
 PyTorch; it knows nothing of mail.
 """
 
@@ -19,34 +20,26 @@ from typing import Sequence
 
 import numpy as np
 
-from animalid.config import Config
 from animalid.errors import BadImageError
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.images import DEFAULT_MAX_PIXELS, load_image
-from animalid.recognition.knowledge import RANKS, load_knowledge_base
-from animalid.recognition.placement import CPU_BATCH_TENSORS, PRECISIONS, Placement
+from animalid.recognition.knowledge import load_knowledge_base
+from animalid.recognition.model import (
+    EnsembleSpec,
+    ModelSpec,
+    build_view_transform,
+    class_labels,
+    combine,
+    load_network,
+    pick_device,
+)
+from animalid.recognition.placement import CPU_BATCH_TENSORS, Placement
 from animalid.recognition.prefetch import prefetched, thread_pool
-from animalid.recognition.model import (VIEWS, EnsembleSpec, ModelSpec, build_view_transform, class_labels,
-                                        combine, load_network, pick_device)
 
 log = logging.getLogger(__name__)
 
 # Tensors per forward pass on the CPU (placement.py says how it was chosen).
 BATCH_SIZE = CPU_BATCH_TENSORS
-
-
-def rules_from_config(section) -> AnswerRules:
-    """The answer rules of a config.ini [classifier] section."""
-    return AnswerRules(
-        rank_threshold=section.get_float("rank_threshold", minimum=0.0, maximum=1.0),
-        min_confidence=section.get_float("min_confidence", minimum=0.0, maximum=1.0),
-        animal_threshold=section.get_float("animal_threshold", minimum=0.0, maximum=1.0),
-        animal_candidates=section.get_int("animal_candidates", minimum=0),
-        rank_thresholds={rank: section.get_float(f"{rank}_threshold", None, 0.0, 1.0)
-                         for rank in RANKS if section.has(f"{rank}_threshold")},
-        lead_probability=section.get_float("lead_probability", minimum=0.0, maximum=1.0),
-        lead_ratio=section.get_float("lead_ratio", minimum=1.0),
-    )
 
 
 def rules_for(spec: EnsembleSpec, rules: AnswerRules | None = None) -> AnswerRules:
@@ -100,28 +93,8 @@ class Classifier:
                        max(2 * m.spec.resize for m in ensemble.members))
         self.builder = AnswerBuilder(self.kb, self.labels, rules_for(ensemble, rules), top_k)
 
-    @classmethod
-    def from_config(cls, config: Config, **overrides) -> "Classifier":
-        section = config.section("classifier")
-        views = section.get_list("views", [])
-        unknown = [view for view in views if view not in VIEWS]
-        if unknown:
-            raise section.error("views", f"{unknown[0]!r} is not one of: {', '.join(VIEWS)}")
-        settings = dict(
-            spec=ModelSpec.load(section.get_path("model")),
-            kb_path=section.get_path("knowledge_base"),
-            rules=rules_from_config(section),
-            top_k=section.get_int("top_k", minimum=0, maximum=50),
-            device=section.get_choice("device", ("auto", "cpu", "cuda")),
-            threads=section.get_int("threads", minimum=0, maximum=256),
-            allow_pickle=section.get_bool("allow_pickle"),
-            views=views,
-            batch_size=section.get_int("batch_size", minimum=0, maximum=4096),
-            precision=section.get_choice("precision", PRECISIONS),
-            decode_threads=section.get_int("decode_threads", minimum=0, maximum=256),
-        )
-        settings.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**settings)
+    def load(self) -> None:
+        """The networks are loaded when the Classifier is made; nothing is left to load."""
 
     def classify(self, items: Sequence[tuple[str, object]]) -> list[dict]:
         """Answer each (name, bytes | path | PIL image) in order; never raises for bad images.

@@ -1,10 +1,12 @@
 """Classifying the requests of a pass and answering them: SEND each reply, then RECORD it.
 
-``Answering`` is the part of ``service.Server`` that turns triaged requests
-into replies: all images of the first tries in one classify() call (retried
-requests alone, since one may be the message that brings the server down),
-then each reply sent and recorded in the ledger; deleting the request is the
-service's next step. With ``[server] pipeline`` on, the replies of one chunk
+``Answerer`` is the collaborator of ``service.Server`` that turns triaged
+requests into replies: all images of the first tries in one classify() call
+(retried requests alone, since one may be the message that brings the server
+down), then each reply sent and recorded in the ledger; deleting the request
+is the service's next step. Everything it works with is handed to it: the
+settings, the classifier (any ``ClassifierLike``), the SMTP sender, and per
+pass the ledger, the claims and how to set a request aside. With ``[server] pipeline`` on, the replies of one chunk
 are sent while the next chunk is classified (pipeline.py).
 """
 
@@ -12,12 +14,17 @@ from __future__ import annotations
 
 import logging
 import time
+from email.message import EmailMessage
+from typing import Any, Callable, Protocol, Sequence
 
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_reply, clean_text, error_answers
-from animalid.mail.transport import MessageRejected, send_with_retry
+from animalid.mail.transport import MessageRejected, SmtpSender, send_with_retry
+from animalid.server.claims import Claims
 from animalid.server.jobs import Job, PassStats
+from animalid.server.ledger import Ledger
 from animalid.server.pipeline import SendingStage
+from animalid.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +34,40 @@ SEND_ATTEMPTS = 3
 PIPELINE_CHUNK_IMAGES = 4
 
 
-class Answering:
-    """Classify-and-answer steps of the Server (which supplies settings, ledger,
-    sender, claims, classifier, _set_aside and _log)."""
+class ClassifierLike(Protocol):
+    """What the server needs of a classifier (animalid.recognition.classifier.Classifier)."""
 
-    def _classify_and_answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
+    def load(self) -> None:
+        """Load the networks now, if not yet loaded (PyTorch and the weights: seconds)."""
+
+    def images_per_pass(self) -> int:
+        """How many images one forward pass takes."""
+
+    def classify(self, items: Sequence[tuple[str, Any]]) -> list[dict[str, Any]]:
+        """One answer per (name, data), in order; never raises for a bad image."""
+
+
+SetAside = Callable[[Job, str, bool], None]  # (job, reason, tell_sender)
+LogLine = Callable[[Job, str, str], None]  # (job, action, reason)
+
+
+class Answerer:
+    """Classify the requests of a pass and SEND, then RECORD, each reply."""
+
+    def __init__(self, settings: ServerSettings, classifier: ClassifierLike, sender: SmtpSender,
+                 set_aside: SetAside, log_line: LogLine):
+        self.settings = settings
+        self.classifier = classifier
+        self.sender = sender
+        self._set_aside = set_aside  # runs in the thread that owns the mailbox connection
+        self._log = log_line
+        self.ledger: Ledger | None = None  # set by the server once it has opened one
+        self.claims: Claims | None = None  # set when the server shares its mailbox
+        self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
+        self.answer_seconds = 0.0  # total time building, sending and recording replies
+        self.handled = 0
+
+    def classify_and_answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
         """Classify and answer; with ``pipeline`` on, the replies of one chunk are sent
         while the next chunk is classified (pipeline.py). Returns the answered refs."""
         chunks = self._chunks(jobs)
@@ -46,13 +82,13 @@ class Answering:
                     break  # the sending stage failed: its error is raised on leaving
         # Set aside here, in the thread that owns the mailbox connection.
         for job, reason in rejected:
-            self._set_aside(job, reason, tell_sender=False)
+            self._set_aside(job, reason, False)
         return stage.answered
 
     def _chunks(self, jobs: list[Job]) -> list[list[Job]]:
         """First tries in chunks of about one forward pass of images (at least
         PIPELINE_CHUNK_IMAGES); a retried request alone, as _classify wants it."""
-        per_pass = getattr(self.classifier, "images_per_pass", lambda: 1)()
+        per_pass = self.classifier.images_per_pass()
         size = max(PIPELINE_CHUNK_IMAGES, per_pass)
         chunks: list[list[Job]] = []
         current: list[Job] = []
@@ -89,7 +125,7 @@ class Answering:
                     job = group[0]
                     log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
                               type(exc).__name__, clean_text(exc))
-                    job.answers = None
+                    job.failed = True
                 else:  # find the culprit: the others still get their answers
                     for job in group:
                         self._classify_one_safely(job)
@@ -100,7 +136,7 @@ class Answering:
         except Exception as exc:  # noqa: BLE001
             log.error("%s: classifier failed: %s: %s", job.incoming.message_id or job.ref.key,
                       type(exc).__name__, clean_text(exc))
-            job.answers = None
+            job.failed = True
 
     def _classify_group(self, jobs: list[Job]) -> None:
         items, owners = [], []
@@ -133,7 +169,7 @@ class Answering:
                          rejected: list[tuple[Job, str]] | None) -> list[MailRef]:
         answered = []
         for job in jobs:
-            if job.answers is None:  # classifier failed: leave it for the next pass
+            if job.failed:  # classifier failed: leave it for the next pass
                 continue
             if self.claims is not None and not self.claims.still_ours(job.ref):
                 continue  # our lease ran out and another worker has it: do not send
@@ -145,14 +181,15 @@ class Answering:
                                 protection=self.settings.protection,
                                 display_name=self.settings.display_name)
             try:
-                self._send(reply)
+                self.send(reply)
             except MessageRejected as exc:
                 if rejected is None:
-                    self._set_aside(job, f"the reply was refused: {exc}", tell_sender=False)
+                    self._set_aside(job, f"the reply was refused: {exc}", False)
                 else:
                     rejected.append((job, f"the reply was refused: {exc}"))
                 stats.set_aside += 1
                 continue
+            assert self.ledger is not None, "the server opens its ledger before answering"
             self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender)
             stats.answered += 1
             self.handled += 1
@@ -160,7 +197,8 @@ class Answering:
             answered.append(job.ref)
         return answered
 
-    def _send(self, message) -> None:
+    def send(self, message: EmailMessage) -> None:
+        """Hand one reply to the SMTP server, retrying transient trouble a few times."""
         send_with_retry(lambda: self.sender.send(message), attempts=SEND_ATTEMPTS,
                         base_delay=0.5, max_delay=min(5.0, self.settings.retry_max_delay),
                         what="sending the reply")

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 from animalid.errors import AnimalIdError
 from animalid.mail.mailbox import Mailbox, MailRef
-from animalid.server.ledger import ANSWERED, NOTICED, Ledger
+from animalid.server.ledger import ANSWERED, UNRECORDED_CLAIM_PREFIX, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class Claims:
             self.mailbox.delete(answered)
         back = self.mailbox.release([ref for ref in refs if ref not in answered])
         for ref in refs:
-            if ref.key in back and not ref.key.startswith(NOTICED):
+            if ref.key in back and not ref.key.startswith(UNRECORDED_CLAIM_PREFIX):
                 self.ledger.carry(ref.key, back[ref.key].key)
         result.returned = len(back)
         result.unrecorded = sum(1 for claim in expired if claim.noticed and claim.uid in present)

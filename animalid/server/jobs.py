@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import Incoming
@@ -27,7 +28,8 @@ class Job:
     ref: MailRef
     incoming: Incoming
     attempts: int
-    answers: list[dict] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    failed: bool = False  # the classifier failed on it: no reply this pass
     started: float = field(default_factory=time.monotonic)
 
 

@@ -40,17 +40,16 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from animalid.config import Config
 from animalid.errors import AnimalIdError, PermanentError, TransientError
-from animalid.pidlock import FileLock, LockHeld
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, open_mailbox
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
 from animalid.mail.protection import Protection
 from animalid.mail.transport import MessageRejected, SmtpSender, backoff_delay
-from animalid.server.answering import SEND_ATTEMPTS, Answering
+from animalid.pidlock import FileLock, LockHeld
+from animalid.server.answering import SEND_ATTEMPTS, Answerer, ClassifierLike
 from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
 from animalid.server.jobs import Job, PassStats, Verdict
-from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger, open_ledger
+from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
 from animalid.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -96,23 +95,40 @@ class MailboxLock:
 
 # -- the server -------------------------------------------------------------
 
-class Server(Answering):
-    """Answers every allowed request in one mailbox; see the module docstring."""
+class Server:
+    """Answers every allowed request in one mailbox; see the module docstring.
 
-    def __init__(self, config: Config, classifier=None, receive: str | None = None):
-        self.config = config
-        self.settings = ServerSettings.from_config(config, receive)
-        self._classifier = classifier
-        self.mailbox: Mailbox = open_mailbox(config, "server", self.settings.receive)
-        self.sender = SmtpSender.from_config(config, "server")
+    Assembled from config.ini by ``animalid.cli.settings.server``: the
+    settings, the mailbox and SMTP sender (not connected yet), and the
+    classifier, which ``open()`` loads (``classifier.load()``).
+    """
+
+    def __init__(self, settings: ServerSettings, mailbox: Mailbox, sender: SmtpSender,
+                 classifier: ClassifierLike):
+        self.settings = settings
+        self.classifier = classifier
+        self.mailbox = mailbox
+        self.sender = sender
+        self.answerer = Answerer(settings, classifier, sender, self._set_aside, self._log)
         self.ledger: Ledger | None = None
         self._lock = MailboxLock(self.settings.state_file)
         self.worker = new_worker_id()
         self.claims: Claims | None = None  # set when the mailbox is shared (IMAP MOVE + UIDPLUS)
         self.stop_event = threading.Event()
-        self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
-        self.answer_seconds = 0.0  # total time building, sending and recording replies
-        self.handled = 0
+
+    @property
+    def classify_seconds(self) -> float:
+        """Total time inside classify(), for benchmarks."""
+        return self.answerer.classify_seconds
+
+    @property
+    def answer_seconds(self) -> float:
+        """Total time building, sending and recording replies."""
+        return self.answerer.answer_seconds
+
+    @property
+    def handled(self) -> int:
+        return self.answerer.handled
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -121,8 +137,9 @@ class Server(Answering):
         if alone:  # known before logging in: a second POP3 server stops here
             self._lock.acquire(why=POP3_ALONE)
         try:
-            self.ledger = open_ledger(self.config)
+            self.ledger = open_ledger(self.settings.ledger_settings)
             self.ledger.worker = self.worker
+            self.answerer.ledger = self.ledger
             self.ledger.prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
@@ -130,7 +147,7 @@ class Server(Answering):
             self.sender.verify_login()
             if not alone:
                 self._share_or_lock()
-            self.classifier  # load the model before the first mail, not during it
+            self._load_classifier()  # before the first mail, not during it
         except BaseException:
             self.close()
             raise
@@ -146,6 +163,7 @@ class Server(Answering):
         settings = self.settings
         self.claims = Claims(self.mailbox, self.ledger, settings.claims_folder, settings.claim_lease,
                              self.worker)
+        self.answerer.claims = self.claims
         self.claims.beat()  # claims of a worker that died before we started go back now
         self.claims.start_heartbeat()
 
@@ -162,6 +180,7 @@ class Server(Answering):
         if self.claims is not None:
             self.claims.stop_heartbeat()
             self.claims = None
+            self.answerer.claims = None
         for closer in (self.mailbox.close, self.sender.close):
             try:
                 closer()
@@ -178,13 +197,10 @@ class Server(Answering):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def classifier(self):
-        if self._classifier is None:
-            started = time.monotonic()
-            self._classifier = load_classifier(self.config, self.settings.max_image_pixels)
-            log.info("classifier loaded in %.1f s", time.monotonic() - started)
-        return self._classifier
+    def _load_classifier(self) -> None:
+        started = time.monotonic()
+        self.classifier.load()
+        log.info("classifier ready in %.1f s", time.monotonic() - started)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -244,7 +260,7 @@ class Server(Answering):
             if self.claims is not None:
                 self._handle_claimed(stats)
                 return stats
-            refs = self.mailbox.list()
+            refs = self.mailbox.list_messages()
             new_refs = self._skip_finished(refs)
             batch = self._take_batch(self.mailbox.with_sizes(new_refs[:MAX_MESSAGES_PER_PASS]),
                                      self.settings.limits.max_message_bytes)
@@ -262,7 +278,7 @@ class Server(Answering):
         claims = self.claims
         claims.progress()
         claims.beat_if_due()
-        new_refs = self._skip_finished(self.mailbox.list())
+        new_refs = self._skip_finished(self.mailbox.list_messages())
         room = max(0, CLAIM_BATCH - len(claims.held))
         won = claims.take(new_refs, room) if room and new_refs else []
         # More waits and we are not starved: look again at once.
@@ -286,7 +302,7 @@ class Server(Answering):
         if aside:
             self.mailbox.set_aside(aside, self.settings.failed_folder)
             self.claims.finished(aside)
-        self.claims.give_back([ref for ref in held if state.get(ref.key) == IGNORED])
+        self.claims.give_back([ref for ref in held if state.get(ref.key) in (IGNORED, REFUSED)])
         return [ref for ref in held if ref.key not in finals]
 
     def _stale_before(self) -> float:
@@ -374,7 +390,7 @@ class Server(Answering):
                 self.ledger.release_attempt(ref.key)  # waiting is not a failed try
                 stats.waiting += 1
         if jobs:
-            done += self._classify_and_answer(jobs, stats)
+            done += self.answerer.classify_and_answer(jobs, stats)
         if done:
             self._remove_answered(done)
         if keep and self.claims is not None:
@@ -417,7 +433,7 @@ class Server(Answering):
             return Verdict.KEEP
         if not settings.allowed.allows(sender):
             self._log(job, "refused", "sender not allowed")
-            ledger.mark_ignored(ref.key, message_id, sender, "sender not allowed")
+            ledger.mark_refused(ref.key, message_id, sender, "sender not allowed")
             stats.refused += 1
             return Verdict.KEEP
         if incoming.protection_problem:
@@ -448,7 +464,7 @@ class Server(Answering):
                     "this one was not processed. Please try again later.")
             self._send_notice(job, error_answers(job.incoming, text))
         self._log(job, "refused", reason)
-        self.ledger.mark_ignored(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self.ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
 
     def _refuse_unprotected(self, job: Job) -> None:
         """A request from an allowed address that fails the [security] check.
@@ -465,7 +481,7 @@ class Server(Answering):
                 self._send_notice(job, error_answers(job.incoming, text),
                                   replace(self.settings.protection, encryption_key=None))
         self._log(job, "refused", reason)
-        self.ledger.mark_ignored(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self.ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
 
     def _set_aside(self, job: Job, reason: str, tell_sender: bool) -> None:
         if tell_sender:
@@ -496,7 +512,7 @@ class Server(Answering):
                      protection: Protection | None = None) -> None:
         protection = self.settings.protection if protection is None else protection
         try:
-            self._send(build_reply(job.incoming, self.settings.address, answers,
+            self.answerer.send(build_reply(job.incoming, self.settings.address, answers,
                                    protection=protection, display_name=self.settings.display_name))
         except MessageRejected as exc:
             log.warning("%s: could not tell %s: %s", job.incoming.message_id or job.ref.key,
@@ -504,7 +520,7 @@ class Server(Answering):
 
     def _finish(self, state: str, job: Job, reason: str) -> None:
         mark = {ANSWERED: self.ledger.mark_answered, SET_ASIDE: self.ledger.mark_set_aside,
-                IGNORED: self.ledger.mark_ignored}[state]
+                IGNORED: self.ledger.mark_ignored, REFUSED: self.ledger.mark_refused}[state]
         mark(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "ignored", reason)
 
@@ -551,9 +567,3 @@ def serving_in_background(server: "Server", join_timeout: float = 15.0):
     if failure:
         raise RuntimeError(f"the server failed: {failure[0]!r}") from failure[0]
 
-
-def load_classifier(config: Config, max_pixels: int):
-    """The classifier (PyTorch) -- imported here only, so the mail code stays light."""
-    from animalid.recognition.classifier import Classifier
-
-    return Classifier.from_config(config, max_pixels=max_pixels)

@@ -11,27 +11,25 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 
-from animalid.config import Config
-from animalid.mail.mailbox import open_mailbox
+from animalid.mail.mailbox import Mailbox
 from animalid.mail.messages import clean_text
-from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, open_ledger
+from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, open_ledger
+from animalid.server.settings import ServerSettings
 
 RECENT = 10
 OUTCOME_WINDOW_S = 3600.0
-STATE_WORDS = {ANSWERED: "answered", IGNORED: "ignored", SET_ASIDE: "set aside"}
+STATE_WORDS = {ANSWERED: "answered", IGNORED: "ignored", REFUSED: "refused", SET_ASIDE: "set aside"}
 
 
-def status_report(config: Config, receive: str | None = None, now=time.time) -> str:
-    section = config.section("server")
-    receive = receive or section.get_choice("receive", ("imap", "pop3"))
-    lease = section.get_float("claim_lease", minimum=1.0, maximum=86400.0)
-    claims_folder = section.get("claims_folder")
+def status_report(settings: ServerSettings, mailbox: Mailbox, now=time.time) -> str:
+    """The report for the server ``settings`` describe, whose mailbox is ``mailbox``."""
+    receive, lease, claims_folder = settings.receive, settings.claim_lease, settings.claims_folder
     lines: list[str] = []
-    with open_ledger(config) as ledger, open_mailbox(config, "server", receive) as box:
-        refs = box.list()
+    with open_ledger(settings.ledger_settings) as ledger, mailbox as box:
+        refs = box.list_messages()
         finals = ledger.known_final_keys([ref.key for ref in refs])
         watched = getattr(box, "folder", "the mailbox")
-        lines.append(f"mailbox   {section.get('address')} at {box.endpoint.where} ({receive.upper()})")
+        lines.append(f"mailbox   {settings.address} at {box.endpoint.where} ({receive.upper()})")
         lines.append(f"ledger    {ledger.describe()}")
         lines.append(f"queue     {len(refs) - len(finals)} waiting in {watched} ({_n(len(refs), 'message')}; "
                      f"{len(finals)} left there on purpose: refused, ignored or answered-not-yet-removed)")

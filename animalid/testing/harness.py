@@ -26,12 +26,13 @@ from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
-from animalid.server.ledger import open_ledger
-from animalid.mail.mailbox import MailRef, open_mailbox
 from animalid.mail.headers import message_ids
+from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_request, parse_bytes
-from animalid.server.service import Server, serving_in_background
+from animalid.server.ledger import open_ledger
+from animalid.server.service import serving_in_background
 
 # The repository: the package is installed editable from it (make install).
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,23 +89,23 @@ def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3
 @contextmanager
 def running_server(config_path: Path, classifier, receive: str | None = None):
     """Server.run() in a thread; stopped and checked for errors at the end."""
-    server = Server(load_config(config_path), classifier=classifier, receive=receive).open()
+    server = edge.server(load_config(config_path), classifier=classifier, receive=receive).open()
     with serving_in_background(server):
         yield server
 
 
 def mailbox_messages(config_path: Path, role: str) -> list[bytes]:
     """Every message in a role's INBOX (IMAP, headers and body, leaving them there)."""
-    with open_mailbox(load_config(config_path), role, "imap") as box:
-        refs = box.list()
+    with edge.mailbox(load_config(config_path), role, "imap") as box:
+        refs = box.list_messages()
         return [data for data in box.fetch(refs, 50_000_000).values()]
 
 
 def empty_mailbox(config_path: Path, role: str, folder: str | None = None) -> None:
     """Delete every message in a role's INBOX (or ``folder``, when it exists)."""
-    with open_mailbox(load_config(config_path), role, "imap") as box:
+    with edge.mailbox(load_config(config_path), role, "imap") as box:
         if folder is None:
-            box.delete(box.list())
+            box.delete(box.list_messages())
             return
         _, uids = box.list_folder(folder, create=False)
         box.delete([MailRef(key=f"{folder}:{uid}", handle=uid, folder=folder) for uid in uids])
@@ -112,7 +113,7 @@ def empty_mailbox(config_path: Path, role: str, folder: str | None = None) -> No
 
 def folder_count(config_path: Path, role: str, folder: str) -> int:
     """How many messages a role's ``folder`` holds (0 when it does not exist)."""
-    with open_mailbox(load_config(config_path), role, "imap") as box:
+    with edge.mailbox(load_config(config_path), role, "imap") as box:
         return len(box.list_folder(folder, create=False)[1])
 
 
@@ -131,7 +132,7 @@ def ledger_state(config_path: Path, message_id: str) -> str | None:
     state_file = config.section("server").get_path("state_file")
     if not config.section("server").has("ledger") and not state_file.exists():
         return None
-    with open_ledger(config) as ledger:
+    with open_ledger(edge.ledger_settings(config)) as ledger:
         record = ledger.final_by_message_id(message_id)
         return record.state if record else None
 
@@ -308,19 +309,19 @@ def ledger_records(config_path: Path) -> dict[str, tuple[str, str]]:
     config = load_config(config_path)
     if not config.section("server").has("ledger") and not state_file_of(config_path).exists():
         return {}
-    with open_ledger(config) as ledger:
+    with open_ledger(edge.ledger_settings(config)) as ledger:
         return ledger.final_states()
 
 
 def ledger_reservations(config_path: Path) -> dict[str, tuple[str, str]]:
     """Message-ID -> (key, worker) being answered now."""
-    with open_ledger(load_config(config_path)) as ledger:
+    with open_ledger(edge.ledger_settings(load_config(config_path))) as ledger:
         return ledger.reservations()
 
 
 def ledger_claims(config_path: Path) -> list:
     """The claims the ledger records (``ledger.Claim``), oldest first."""
-    with open_ledger(load_config(config_path)) as ledger:
+    with open_ledger(edge.ledger_settings(load_config(config_path))) as ledger:
         return ledger.claims()
 
 
@@ -331,8 +332,8 @@ def replies_by_request(config_path: Path, role: str = "client",
     Reads without deleting, so duplicates can be counted.
     """
     found: dict[str, list[bytes]] = {}
-    with open_mailbox(load_config(config_path), role, "imap") as box:
-        refs = box.list()
+    with edge.mailbox(load_config(config_path), role, "imap") as box:
+        refs = box.list_messages()
         data = box.fetch(refs, 50_000_000) if with_bodies else box.fetch_headers(refs)
         for raw in data.values():
             if not isinstance(raw, bytes):

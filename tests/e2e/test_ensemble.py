@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.contract import headline
 from animalid.errors import ConfigError
-from animalid.recognition.classifier import Classifier
 from animalid.recognition.images import load_image
 from animalid.recognition.model import EnsembleSpec, combine
 from animalid.testing.harness import PHOTOS, ROOT
@@ -26,7 +26,7 @@ MODES = ("fast", "balanced", "full")
 @pytest.fixture(scope="module")
 def modes() -> dict:
     config = load_config(ROOT / "config.ini")
-    return {mode: Classifier.from_config(config, spec=EnsembleSpec.load(ROOT / "models" / f"{mode}.json"))
+    return {mode: edge.classifier(config, spec=EnsembleSpec.load(ROOT / "models" / f"{mode}.json"))
             for mode in MODES}
 
 
@@ -69,7 +69,7 @@ def test_each_member_sees_every_view_and_the_mirror_is_the_flipped_picture(modes
     assert full.spec.views == ["pad", "pad-mirror", "crop", "crop-mirror"]
     assert len(full.networks) == 3
     image = load_image(PHOTOS / "tiger.png")
-    for (network, views_of), member in zip(full.networks, full.spec.members):
+    for (_network, views_of), member in zip(full.networks, full.spec.members):
         pad, pad_mirror, crop, crop_mirror = views_of(image)
         size = member.spec.crop
         assert pad.shape == crop.shape == (3, size, size)
@@ -118,18 +118,18 @@ def test_config_chooses_the_model_and_the_views(tmp_path):
     path = tmp_path / "settings.ini"
     path.write_text(f"[classifier]\nmodel = {ROOT / 'models' / 'full.json'}\nviews = pad, crop\n"
                     f"knowledge_base = {ROOT / 'animal_image.json'}\n")
-    classifier = Classifier.from_config(load_config(path))
+    classifier = edge.classifier(load_config(path))
     assert len(classifier.networks) == 3 and classifier.spec.views == ["pad", "crop"]
     assert classifier.builder.rules.threshold("family") == classifier.spec.thresholds["family"]
     assert headline(answer_of(classifier, "tiger.png")).startswith("Tiger")
 
     path.write_text(f"[classifier]\nmodel = {ROOT / 'models' / 'fast.json'}\nfamily_threshold = 0.99\n"
                     f"knowledge_base = {ROOT / 'animal_image.json'}\n")
-    assert Classifier.from_config(load_config(path)).builder.rules.threshold("family") == 0.99
+    assert edge.classifier(load_config(path)).builder.rules.threshold("family") == 0.99
 
     path.write_text(f"[classifier]\nviews = pad, sideways\nknowledge_base = {ROOT / 'animal_image.json'}\n")
     with pytest.raises(ConfigError, match="views: 'sideways' is not one of"):
-        Classifier.from_config(load_config(path))
+        edge.classifier(load_config(path))
 
 
 @pytest.mark.parametrize("args", [(), ("--model", "models/fast.json"), ("--model", "models/full.json")])

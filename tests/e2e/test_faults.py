@@ -31,11 +31,22 @@ from pathlib import Path
 
 import pytest
 
-from animalid.server.ledger import ANSWERED
 from animalid.mail.messages import build_request, parse_reply
-from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answers, empty_mailbox, ledger_states,
-                               make_config, photo, replies_by_request, running_server, submit,
-                               wait_for)
+from animalid.server.ledger import ANSWERED
+from animalid.testing.harness import (
+    CLIENTS,
+    Burst,
+    ServerProcess,
+    assert_answers,
+    empty_mailbox,
+    ledger_states,
+    make_config,
+    photo,
+    replies_by_request,
+    running_server,
+    submit,
+    wait_for,
+)
 
 SEED = 20251124
 REQUESTS = 30

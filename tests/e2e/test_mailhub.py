@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import imaplib
 import json
-import os
 import poplib
 import select
 import shutil

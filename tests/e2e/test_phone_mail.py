@@ -33,13 +33,26 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from animalid.client.pending import PendingRecord
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.mail.messages import REPLY_ID_TAG, parse_bytes, parse_reply
 from animalid.server.ledger import ANSWERED
-from animalid.testing.harness import (FAMILY, PHOTOS, ROOT, fetchmail_fetch, ledger_state, mailbox_messages,
-                                      neomutt_send, replies_by_request, require_tool, run_cli,
-                                      running_server, submit, swaks_send, wait_for)
+from animalid.testing.harness import (
+    FAMILY,
+    PHOTOS,
+    ROOT,
+    fetchmail_fetch,
+    ledger_state,
+    mailbox_messages,
+    neomutt_send,
+    replies_by_request,
+    require_tool,
+    run_cli,
+    running_server,
+    submit,
+    swaks_send,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -238,7 +251,7 @@ def client_run(config: Path, *args: str, timeout: float = 120) -> subprocess.Com
 
 
 def waiting_ids(config: Path) -> list[str]:
-    return [entry.message_id for entry in PendingRecord.from_config(load_config(config), CLIENT).waiting()]
+    return [entry.message_id for entry in edge.pending_record(load_config(config), CLIENT).waiting()]
 
 
 def answered_and_delivered(config: Path, message_id: str):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from animalid.client.requester import Requester
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.server.ledger import ANSWERED
-from animalid.testing.harness import (assert_answers, ledger_states, photo, replies_by_request,
-                                      running_server, wait_for)
+from animalid.testing.harness import assert_answers, ledger_states, photo, replies_by_request, running_server, wait_for
 
 PHOTOS = ("tiger.png", "dog.png", "bison.png")
 
@@ -18,7 +17,7 @@ PHOTOS = ("tiger.png", "dog.png", "bison.png")
 def test_a_burst_is_answered_once_each_with_its_own_answer(configs, classifier, pipeline):
     config = configs(receive="imap", server_receive="imap", pipeline=pipeline)
     names = [f"{i}-{PHOTOS[i % 3]}" for i in range(10)]
-    with Requester(load_config(config)) as requester:
+    with edge.requester(load_config(config)) as requester:
         # Sent before the server starts, so that one pass takes them all and
         # (with the pipeline) sends early replies while later ones are classified.
         sent = {requester.send([(name, photo(name.partition("-")[2]))]): name for name in names}

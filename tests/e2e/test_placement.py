@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.recognition.classifier import Classifier
 from animalid.recognition.placement import CPU_BATCH_TENSORS, GPU_BATCH_TENSORS, Placement
@@ -26,7 +27,7 @@ def items():
 
 def classifier(**overrides) -> Classifier:
     overrides.setdefault("device", "cpu")
-    return Classifier.from_config(load_config(ROOT / "config.ini"), **overrides)
+    return edge.classifier(load_config(ROOT / "config.ini"), **overrides)
 
 
 @pytest.fixture(scope="module")

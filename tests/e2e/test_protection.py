@@ -18,16 +18,34 @@ from pathlib import Path
 
 import pytest
 
+from animalid.cli import settings as edge
+from animalid.client.requester import AnswerTimeout
 from animalid.config import load_config
 from animalid.errors import ConfigError
-from animalid.server.ledger import ANSWERED, IGNORED
-from animalid.mail.mailbox import open_mailbox
-from animalid.mail.messages import (LOOP_GUARD, REQUEST, Limits, build_reply, build_request,
-                               parse_bytes, parse_incoming, parse_reply)
+from animalid.mail.messages import (
+    LOOP_GUARD,
+    REQUEST_KIND,
+    Limits,
+    build_reply,
+    build_request,
+    parse_bytes,
+    parse_incoming,
+    parse_reply,
+)
 from animalid.mail.protection import SIGNATURE_HEADER, Protection
-from animalid.client.requester import AnswerTimeout, Requester
-from animalid.testing.harness import (CLIENTS, assert_answers, empty_mailbox, ledger_state, make_config,
-                               photo, replies_by_request, running_server, send_mx, wait_for)
+from animalid.server.ledger import ANSWERED, REFUSED
+from animalid.testing.harness import (
+    CLIENTS,
+    assert_answers,
+    empty_mailbox,
+    ledger_state,
+    make_config,
+    photo,
+    replies_by_request,
+    running_server,
+    send_mx,
+    wait_for,
+)
 
 SERVER = "server@hub.test"
 CLIENT = "client1@hub.test"
@@ -66,7 +84,7 @@ def test_signed_and_encrypted_request_round_trip_hides_the_photos():
     assert b"tiger.png" not in raw and b"\x89PNG" not in raw and b"iVBORw0KGgo" not in raw
     assert SIGNATURE_HEADER.encode() in raw
     request = read_request(raw)
-    assert request.kind == REQUEST and not request.protection_problem
+    assert request.kind == REQUEST_KIND and not request.protection_problem
     assert [(i.name, i.data) for i in request.images] == [("tiger.png", photo("tiger.png")),
                                                            ("dog.png", photo("dog.png"))]
 
@@ -197,17 +215,17 @@ def test_keys_come_from_the_environment_or_a_command(tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMALID_TEST_SIGNING", SIGNING)
     config = security_config(tmp_path, "signing_key_env = ANIMALID_TEST_SIGNING\n"
                                        f"encryption_key_command = echo {ENCRYPTION}\n")
-    protection = Protection.from_config(config)
+    protection = edge.protection(config)
     assert protection.signs and protection.encrypts
     assert protection.signing_key == KEYS.signing_key and protection.encryption_key == KEYS.encryption_key
     assert SIGNING not in repr(protection) and str(protection.signing_key) not in repr(protection)
 
 
 def test_no_keys_means_no_protection(tmp_path):
-    assert not Protection.from_config(security_config(tmp_path, "signing_key_env =\n")).active
+    assert not edge.protection(security_config(tmp_path, "signing_key_env =\n")).active
     path = tmp_path / "bare.ini"
     path.write_text("[server]\n")
-    assert not Protection.from_config(load_config(path)).active
+    assert not edge.protection(load_config(path)).active
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -218,7 +236,7 @@ def test_no_keys_means_no_protection(tmp_path):
 ])
 def test_a_named_key_that_is_missing_or_weak_is_a_config_error(tmp_path, text, problem):
     with pytest.raises(ConfigError, match=problem) as caught:
-        Protection.from_config(security_config(tmp_path, text))
+        edge.protection(security_config(tmp_path, text))
     assert SIGNING not in str(caught.value)
 
 
@@ -246,13 +264,13 @@ def keyed(mailhub, tmp_path, monkeypatch):
 
 
 def raw_messages(config_path: Path, role: str) -> list[bytes]:
-    with open_mailbox(load_config(config_path), role, "imap") as box:
-        return [data for data in box.fetch(box.list(), 50_000_000).values()]
+    with edge.mailbox(load_config(config_path), role, "imap") as box:
+        return [data for data in box.fetch(box.list_messages(), 50_000_000).values()]
 
 
 def test_round_trip_with_keys_on_both_sides(keyed, classifier):
     config = keyed("keys")
-    with Requester(load_config(config)) as requester:
+    with edge.requester(load_config(config)) as requester:
         message_id = requester.send([("tiger.png", photo("tiger.png")), ("dog.png", photo("dog.png"))])
         (request,) = wait_for(lambda: raw_messages(config, "server"), what="the request")
         assert b"tiger.png" not in request and b"iVBORw0KGgo" not in request  # sealed on the wire
@@ -269,9 +287,9 @@ def test_unsigned_request_is_refused_with_a_log_line_and_no_reply(keyed, classif
     keyless = keyed("keyless", "client2", security={})
     caplog.set_level(logging.INFO, logger="animalid.server")
     with running_server(server_config, classifier):
-        with Requester(load_config(keyless)) as requester:
+        with edge.requester(load_config(keyless)) as requester:
             message_id = requester.send([("tiger.png", photo("tiger.png"))])
-            wait_for(lambda: ledger_state(server_config, message_id) == IGNORED, what="the refusal")
+            wait_for(lambda: ledger_state(server_config, message_id) == REFUSED, what="the refusal")
             time.sleep(0.5)
     assert f"{message_id} from client2@hub.test: refused (security check failed: not signed" in caplog.text
     assert replies_by_request(keyless) == {}
@@ -285,9 +303,9 @@ def test_wrong_key_is_refused_and_only_allowed_senders_are_told(keyed, classifie
     stranger = keyed("stranger", "client3", security={})
     caplog.set_level(logging.INFO, logger="animalid.server")
     with running_server(server_config, classifier):
-        with Requester(load_config(wrong)) as wrong_client, \
-                Requester(load_config(keyless)) as keyless_client, \
-                Requester(load_config(stranger)) as stranger_client:
+        with edge.requester(load_config(wrong)) as wrong_client, \
+                edge.requester(load_config(keyless)) as keyless_client, \
+                edge.requester(load_config(stranger)) as stranger_client:
             wrong_id = wrong_client.send([("tiger.png", photo("tiger.png"))])
             keyless_id = keyless_client.send([("dog.png", photo("dog.png"))])
             stranger_id = stranger_client.send([("dog.png", photo("dog.png"))])
@@ -298,7 +316,7 @@ def test_wrong_key_is_refused_and_only_allowed_senders_are_told(keyed, classifie
             wait_for(lambda: replies_by_request(wrong), what="the notice to the wrong-key client")
             with pytest.raises(AnswerTimeout, match="replies refused: bad signature"):
                 wrong_client.wait([wrong_id], timeout=2)
-            wait_for(lambda: ledger_state(server_config, stranger_id) == IGNORED, what="stranger")
+            wait_for(lambda: ledger_state(server_config, stranger_id) == REFUSED, what="stranger")
     assert "refused (security check failed: bad signature" in caplog.text
     assert "refused (sender not allowed)" in caplog.text
     assert replies_by_request(stranger) == {}
@@ -307,7 +325,7 @@ def test_wrong_key_is_refused_and_only_allowed_senders_are_told(keyed, classifie
 def test_forged_and_tampered_replies_are_refused_and_the_genuine_one_accepted(
         mailhub, keyed, classifier):
     config = keyed("keys")
-    with Requester(load_config(config)) as requester:
+    with edge.requester(load_config(config)) as requester:
         message_id = requester.send([("bison.png", photo("bison.png"))])
         (raw,) = wait_for(lambda: raw_messages(config, "server"), what="the request")
         request = parse_incoming(raw, [SERVER], LIMITS, KEYS)

@@ -18,23 +18,33 @@ from pathlib import Path
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
-from animalid.server.ledger import ANSWERED, IGNORED, SET_ASIDE, Ledger
-from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request, parse_bytes
-from animalid.client.requester import Requester
-from animalid.server.service import Server
-from animalid.testing.harness import (CLIENTS, PHOTOS, assert_answers, drop_connections,  # noqa: F401
-                               ledger_state, mailbox_messages, make_config, photo, run_cli,
-                               running_server, send_from_outside, send_raw, wait_for)
-
+from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE
+from animalid.server.ledger import SqliteLedger as Ledger
+from animalid.testing.harness import (  # noqa: F401
+    CLIENTS,
+    PHOTOS,
+    assert_answers,
+    drop_connections,
+    ledger_state,
+    mailbox_messages,
+    make_config,
+    photo,
+    run_cli,
+    running_server,
+    send_from_outside,
+    send_raw,
+    wait_for,
+)
 
 # -- round trips --------------------------------------------------------------
 
 def test_round_trip_over_pop3_polling(configs, classifier):
     config = configs(receive="pop3", server_receive="pop3")
     with running_server(config, classifier):
-        with Requester(load_config(config)) as requester:
+        with edge.requester(load_config(config)) as requester:
             started = time.monotonic()
             message_id = requester.send([("tiger.png", photo("tiger.png")),
                                          ("dog.png", photo("dog.png"))])
@@ -50,7 +60,7 @@ def test_round_trip_over_pop3_polling(configs, classifier):
 def test_round_trip_over_imap_idle(configs, classifier):
     config = configs(receive="imap", server_receive="imap")
     with running_server(config, classifier):
-        with Requester(load_config(config)) as requester:
+        with edge.requester(load_config(config)) as requester:
             for name in ("bison.png", "tiger.png"):
                 message_id = requester.send([(name, photo(name))])
                 assert_answers(requester.wait([message_id], timeout=30)[message_id], [name])
@@ -61,7 +71,7 @@ def test_round_trip_over_imap_idle(configs, classifier):
 def test_reply_is_threaded_and_marked_automatic(configs, classifier):
     config = configs(receive="imap", server_receive="imap")
     with running_server(config, classifier) as server:
-        with Requester(load_config(config)) as requester:
+        with edge.requester(load_config(config)) as requester:
             message_id = requester.send([("tiger.png", photo("tiger.png"))])
             wait_for(lambda: ledger_state(config, message_id) == ANSWERED, what="the answer")
     (raw,) = wait_for(lambda: mailbox_messages(config, "client"), what="the reply")
@@ -78,7 +88,7 @@ def test_several_clients_at_once_each_get_their_own_answers(configs, classifier)
 
     def client_session(client: str, receive: str):
         try:
-            with Requester(load_config(configs(client, receive=receive))) as requester:
+            with edge.requester(load_config(configs(client, receive=receive))) as requester:
                 sent = {}
                 for index, name in enumerate(("tiger.png", "dog.png", "bison.png")):
                     label = f"{client}-{index}-{name}"  # unique per request: shows any mix-up
@@ -97,7 +107,7 @@ def test_several_clients_at_once_each_get_their_own_answers(configs, classifier)
             thread.join(90)
     assert not errors, errors
     assert sorted(results) == list(CLIENTS)
-    for client, by_label in results.items():
+    for by_label in results.values():
         assert len(by_label) == 3
         for label, answers in by_label.items():
             assert_answers(answers, [label])
@@ -106,7 +116,7 @@ def test_several_clients_at_once_each_get_their_own_answers(configs, classifier)
 def test_bad_image_is_answered_with_an_error_not_a_crash(configs, classifier):
     config = configs()
     with running_server(config, classifier):
-        with Requester(load_config(config)) as requester:
+        with edge.requester(load_config(config)) as requester:
             broken = photo("dog.png")[:200]  # a truncated PNG
             message_id = requester.send([("broken.png", broken), ("tiger.png", photo("tiger.png"))])
             answers = requester.wait([message_id], timeout=30)[message_id]
@@ -132,9 +142,9 @@ def test_strangers_automatic_mail_and_duplicates_get_no_reply(mailhub, configs, 
         send_raw(mailhub, config, duplicate, "client1@hub.test")
         wait_for(lambda: ledger_state(config, duplicate["Message-ID"]) == ANSWERED, what="answer")
         send_raw(mailhub, config, duplicate, "client1@hub.test")  # same Message-ID again
-        for message in (stranger, outsider, automatic):
-            wait_for(lambda m=message: ledger_state(config, m["Message-ID"]) == IGNORED,
-                     what=f"{message['From']} ignored")
+        for message, state in ((stranger, REFUSED), (outsider, REFUSED), (automatic, IGNORED)):
+            wait_for(lambda m=message, s=state: ledger_state(config, m["Message-ID"]) == s,
+                     what=f"{message['From']} {state}")
         wait_for(lambda: len(mailbox_messages(config, "server")) == 3,
                  what="the duplicate removed, the ignored mail left alone")
     replies = mailbox_messages(config, "client")
@@ -146,7 +156,7 @@ def test_strangers_automatic_mail_and_duplicates_get_no_reply(mailhub, configs, 
 def test_rate_limit_refuses_with_one_notice(configs, classifier):
     config = configs(rate_limit_per_hour=1)
     with running_server(config, classifier):
-        with Requester(load_config(config)) as requester:
+        with edge.requester(load_config(config)) as requester:
             first = requester.send([("tiger.png", photo("tiger.png"))])
             assert_answers(requester.wait([first], timeout=30)[first], ["tiger.png"])
             second = requester.send([("dog.png", photo("dog.png"))])
@@ -158,11 +168,11 @@ def test_rate_limit_refuses_with_one_notice(configs, classifier):
 
 def test_answered_but_not_deleted_request_is_removed_without_a_second_reply(configs, classifier):
     config = configs()
-    with Requester(load_config(config)) as requester:
+    with edge.requester(load_config(config)) as requester:
         message_id = requester.send([("tiger.png", photo("tiger.png"))])
     # As if the server crashed between RECORD and DELETE: the ledger says answered.
-    with open_mailbox(load_config(config), "server", "pop3") as box:
-        (ref,) = wait_for(box.list, what="the request")
+    with edge.mailbox(load_config(config), "server", "pop3") as box:
+        (ref,) = wait_for(box.list_messages, what="the request")
         box.end_pass()
     state_file = load_config(config).section("server").get_path("state_file")
     with Ledger(state_file) as ledger:
@@ -174,10 +184,10 @@ def test_answered_but_not_deleted_request_is_removed_without_a_second_reply(conf
 
 def test_request_failing_too_often_is_set_aside_and_its_sender_told(configs, classifier):
     config = configs(receive="imap", server_receive="imap", max_attempts=2)
-    with Requester(load_config(config)) as requester:
+    with edge.requester(load_config(config)) as requester:
         message_id = requester.send([("tiger.png", photo("tiger.png"))])
-        with open_mailbox(load_config(config), "server", "imap") as box:
-            (ref,) = wait_for(box.list, what="the request")
+        with edge.mailbox(load_config(config), "server", "imap") as box:
+            (ref,) = wait_for(box.list_messages, what="the request")
         state_file = load_config(config).section("server").get_path("state_file")
         with Ledger(state_file) as ledger:  # as if two earlier tries had crashed the server
             ledger.begin_attempts([ref.key, ref.key])
@@ -186,15 +196,15 @@ def test_request_failing_too_often_is_set_aside_and_its_sender_told(configs, cla
     assert "set aside" in answers[0]["error"]
     assert ledger_state(config, message_id) == SET_ASIDE
     assert mailbox_messages(config, "server") == []  # moved to the Failed folder
-    with open_mailbox(load_config(config), "server", "imap") as box:
+    with edge.mailbox(load_config(config), "server", "imap") as box:
         box.folder = "Failed"
-        assert len(box.list()) == 1
+        assert len(box.list_messages()) == 1
 
 
 def test_server_reconnects_after_the_mail_servers_restart(mailhub, configs, classifier):
     config = configs(receive="imap", server_receive="imap")
     with running_server(config, classifier) as server:
-        with Requester(load_config(config)) as requester:
+        with edge.requester(load_config(config)) as requester:
             first = requester.send([("tiger.png", photo("tiger.png"))])
             assert_answers(requester.wait([first], timeout=30)[first], ["tiger.png"])
             # Cut every IMAP connection (the server's IDLE and the client's) and
@@ -210,14 +220,14 @@ def test_only_one_server_per_mailbox(configs, classifier):
     config = configs()
     with running_server(config, classifier):
         with pytest.raises(Exception, match="already watching this mailbox"):
-            Server(load_config(config), classifier=classifier).open()
+            edge.server(load_config(config), classifier=classifier).open()
 
 
 # -- the programs -------------------------------------------------------------
 
 def test_server_once_answers_what_is_waiting_and_exits(configs):
     config = configs()
-    with Requester(load_config(config)) as requester:
+    with edge.requester(load_config(config)) as requester:
         message_id = requester.send([("bison.png", photo("bison.png"))])
         result = run_cli("server.py", "--once", "--config", str(config), timeout=300)
         assert result.returncode == 0, result.stderr

@@ -21,15 +21,29 @@ from pathlib import Path
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
-from animalid.mail.mailbox import open_mailbox
 from animalid.mail.messages import build_request, parse_reply
 from animalid.server.claims import Claims
 from animalid.server.ledger import ANSWERED, SqliteLedger
-from animalid.testing.harness import (CLIENTS, Burst, ServerProcess, assert_answers, empty_mailbox, folder_count,
-                                      ledger_claims, ledger_records, ledger_reservations, make_config,
-                                      mailbox_messages, photo, replies_by_request, run_cli, submit,
-                                      wait_for)
+from animalid.testing.harness import (
+    CLIENTS,
+    Burst,
+    ServerProcess,
+    assert_answers,
+    empty_mailbox,
+    folder_count,
+    ledger_claims,
+    ledger_records,
+    ledger_reservations,
+    mailbox_messages,
+    make_config,
+    photo,
+    replies_by_request,
+    run_cli,
+    submit,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -152,13 +166,13 @@ def test_workers_racing_for_the_same_requests_each_win_different_ones(mailhub, t
 
     def worker(index: int) -> None:
         try:
-            with open_mailbox(load_config(config), "server", "imap") as box, \
+            with edge.mailbox(load_config(config), "server", "imap") as box, \
                     SqliteLedger(tmp_path / "ledger.sqlite") as ledger:
                 ledger.worker = f"w{index}"
                 claims = Claims(box, ledger, CLAIMS, lease=60, worker=ledger.worker)
                 barrier.wait()
                 while True:
-                    refs = box.list()
+                    refs = box.list_messages()
                     if not refs:
                         break
                     won[index] += [ref.key for ref in claims.take(refs)]

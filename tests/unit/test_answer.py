@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from animalid.recognition.answer import AnswerBuilder, AnswerRules
-
 from animalid.contract import headline, render_text
+from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.knowledge import load_knowledge_base
 from animalid.testing.harness import ROOT
 

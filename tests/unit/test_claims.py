@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.errors import ConfigError, PermanentError, TransientError
 from animalid.mail.imap import parse_copyuid
 from animalid.server.claims import new_worker_id
-from animalid.server.service import POP3_ALONE, MailboxLock, ServerSettings
+from animalid.server.service import POP3_ALONE, MailboxLock
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -61,5 +62,5 @@ def test_bad_claim_settings_are_one_clear_line(tmp_path, setting, problem):
     config = tmp_path / "config.ini"
     config.write_text(f"[server]\nallowed_senders = a@b.c\npassword_env =\npassword_command = echo x\n{setting}\n")
     with pytest.raises(ConfigError) as error:
-        ServerSettings.from_config(load_config(config))
+        edge.server_settings(load_config(config))
     assert problem in str(error.value) and "\n" not in str(error.value)

@@ -14,10 +14,18 @@ import threading
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.errors import ConfigError
-from animalid.server.ledger import (ANSWERED, IGNORED, NOTICED, Ledger, PostgresLedger, SqliteLedger,
-                                    open_ledger)
+from animalid.server.ledger import (
+    ANSWERED,
+    IGNORED,
+    UNRECORDED_CLAIM_PREFIX,
+    Ledger,
+    PostgresLedger,
+    SqliteLedger,
+    open_ledger,
+)
 
 RACERS = 4
 
@@ -128,9 +136,9 @@ def test_expired_claims_go_to_one_taker_and_noticed_ones_wait_for_their_name(spe
         second.notice_claims(7, [12, 13])  # 12 is named by k2: its noticed row waits
         clock.now += 100
         expired = second.expire_claims(clock.now - 60)
-        assert sorted((c.key, c.uid) for c in expired) == [(f"{NOTICED}7:13", 13), ("k1", 11), ("k2", 12)]
+        assert sorted((c.key, c.uid) for c in expired) == [(f"{UNRECORDED_CLAIM_PREFIX}7:13", 13), ("k1", 11), ("k2", 12)]
         assert not first.hold_claim("k1")
-        assert [(c.key, c.uid) for c in first.expire_claims(clock.now - 60)] == [(f"{NOTICED}7:12", 12)]
+        assert [(c.key, c.uid) for c in first.expire_claims(clock.now - 60)] == [(f"{UNRECORDED_CLAIM_PREFIX}7:12", 12)]
         assert first.expire_claims(clock.now - 60) == []
 
 
@@ -147,8 +155,8 @@ def test_a_final_state_ends_the_reservation_in_the_same_step(spec):
 
 def test_a_record_follows_its_message_to_a_new_key(spec):
     with opened(spec) as ledger:
-        ledger.begin_attempt("imap:1:5", "<m@x>", "a@b.c")
-        ledger.begin_attempt("imap:1:5")
+        assert ledger.begin_attempts(["imap:1:5"]) == {"imap:1:5": 1}
+        ledger.begin_attempts(["imap:1:5"])
         ledger.reserve("<m@x>", "imap:1:5", stale_before=0)
         ledger.carry("imap:1:5", "imap:1:9")
         assert ledger.get("imap:1:5") is None
@@ -171,7 +179,7 @@ def test_an_older_sqlite_ledger_gains_the_new_tables_and_column(tmp_path):
                      "updated REAL NOT NULL);"
                      "INSERT INTO messages VALUES ('pop3:a', '<a@x>', 'a@b.c', 'answered', 0, '', 1, 1);")
     db.close()
-    with Ledger(path) as ledger:
+    with SqliteLedger(path) as ledger:
         assert ledger.final_by_message_id("<a@x>").state == ANSWERED
         ledger.worker = "w1"
         ledger.mark_answered("pop3:b", "<b@x>", "a@b.c")
@@ -189,7 +197,7 @@ def test_a_bad_ledger_setting_is_one_clear_line(tmp_path, url, problem):
     config = tmp_path / "config.ini"
     config.write_text(f"[server]\nledger = {url}\n")
     with pytest.raises(ConfigError) as error:
-        open_ledger(load_config(config))
+        open_ledger(edge.ledger_settings(load_config(config)))
     message = str(error.value)
     assert "[server] ledger:" in message and problem in message and "\n" not in message
     assert "hunter2" not in message
@@ -198,11 +206,11 @@ def test_a_bad_ledger_setting_is_one_clear_line(tmp_path, url, problem):
 def test_the_postgresql_password_comes_from_the_command_and_is_never_shown(postgres, tmp_path):
     config = tmp_path / "config.ini"
     config.write_text(f"[server]\nledger = {postgres.url}\nledger_password_command = cat {postgres.password_file}\n")
-    with open_ledger(load_config(config)) as ledger:
+    with open_ledger(edge.ledger_settings(load_config(config))) as ledger:
         assert ledger.backend == "postgresql" and postgres.password() not in ledger.describe()
     config.write_text(f"[server]\nledger = {postgres.url}\nledger_password_command = echo wrong-password\n")
     with pytest.raises(Exception) as error:
-        open_ledger(load_config(config))
+        open_ledger(edge.ledger_settings(load_config(config)))
     assert "refused the login" in str(error.value) and "wrong-password" not in str(error.value)
 
 
@@ -214,7 +222,7 @@ def test_workers_opening_a_new_ledger_together_all_get_it(tmp_path):
         path = tmp_path / f"ledger-{round_}.sqlite"
         barrier = threading.Barrier(3, timeout=30)
 
-        def open_it():
+        def open_it(barrier=barrier, path=path):
             barrier.wait()
             try:
                 SqliteLedger(path).close()

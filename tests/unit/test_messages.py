@@ -11,17 +11,39 @@ from email.message import EmailMessage
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.errors import AuthError, ConfigError, PermanentError, TransientError, UnreachableError
-from animalid.server.ledger import ANSWERED, IGNORED, SEEN, SET_ASIDE, Ledger
-from animalid.mail.messages import (AUTO_SUBMITTED, BOUNCE, LOOP_GUARD, MAILING_LIST, NO_SENDER, OWN_MAIL,
-                               REQUEST, Limits, build_reply, build_request, clean_text,
-                               error_answers, image_type_of, parse_incoming, parse_reply,
-                               reply_headers_match, safe_name)
-from animalid.server.settings import AllowedSenders
-from animalid.mail.transport import (Account, Endpoint, MessageRejected, backoff_delay,
-                                check_credentials_protected, send_with_retry, smtp_error,
-                                xoauth2_string)
+from animalid.mail.messages import (
+    AUTO_SUBMITTED,
+    BOUNCE,
+    LOOP_GUARD,
+    MAILING_LIST,
+    NO_SENDER,
+    OWN_MAIL,
+    REQUEST_KIND,
+    Limits,
+    build_reply,
+    build_request,
+    clean_text,
+    error_answers,
+    image_type_of,
+    parse_incoming,
+    parse_reply,
+    reply_headers_match,
+    safe_name,
+)
+from animalid.mail.transport import (
+    Endpoint,
+    MessageRejected,
+    backoff_delay,
+    check_credentials_protected,
+    send_with_retry,
+    smtp_error,
+    xoauth2_string,
+)
+from animalid.server.ledger import ANSWERED, IGNORED, SEEN, SET_ASIDE
+from animalid.server.ledger import SqliteLedger as Ledger
 
 SERVER = "server@hub.test"
 CLIENT = "client1@hub.test"
@@ -69,7 +91,7 @@ def test_request_has_the_agreed_headers_and_images_in_order():
     assert message["Message-ID"].startswith("<") and message["Message-ID"].endswith("@hub.test>")
     assert message["Date"] and message["From"] == CLIENT and message["To"] == SERVER
     parsed = incoming(message)
-    assert parsed.kind == REQUEST and parsed.sender == CLIENT
+    assert parsed.kind == REQUEST_KIND and parsed.sender == CLIENT
     assert parsed.message_id == message["Message-ID"]
     assert [(i.name, i.content_type, i.data) for i in parsed.images] == [
         ("tiger.png", "image/png", PNG), ("dog.jpg", "image/jpeg", JPEG)]
@@ -167,7 +189,7 @@ def test_phone_mail_with_inline_and_attached_images_in_document_order():
     message.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="doc.pdf")
     message.add_attachment(b"zip", maintype="application", subtype="octet-stream", filename="x.zip")
     parsed = incoming(message)
-    assert parsed.kind == REQUEST and parsed.sender == "ann.smith@example.org"
+    assert parsed.kind == REQUEST_KIND and parsed.sender == "ann.smith@example.org"
     assert [(i.name, i.content_type, i.data) for i in parsed.images] == [
         ("image-1.jpg", "image/jpeg", JPEG), ("IMG_0002.PNG", "image/png", PNG)]
 
@@ -196,8 +218,8 @@ def test_rfc2231_file_names_are_decoded():
 
 
 @pytest.mark.parametrize("sender, headers, kind", [
-    (CLIENT, {}, REQUEST),
-    (CLIENT, {"Auto_Submitted": "no"}, REQUEST),
+    (CLIENT, {}, REQUEST_KIND),
+    (CLIENT, {"Auto_Submitted": "no"}, REQUEST_KIND),
     (CLIENT, {"Auto_Submitted": "auto-replied"}, AUTO_SUBMITTED),
     (CLIENT, {"Auto_Submitted": "auto-generated; owner-email=x@y.z"}, AUTO_SUBMITTED),
     (CLIENT, {"Precedence": "bulk"}, MAILING_LIST),
@@ -289,7 +311,7 @@ def test_ledger_uses_wal_and_full_sync(tmp_path):
 def test_ledger_counts_attempts_and_survives_a_crash(tmp_path):
     path = tmp_path / "state.sqlite"
     ledger = Ledger(path)
-    assert ledger.begin_attempt("pop3:u1") == 1
+    assert ledger.begin_attempts(["pop3:u1"]) == {"pop3:u1": 1}
     assert ledger.begin_attempts(["pop3:u1", "pop3:u2"]) == {"pop3:u1": 2, "pop3:u2": 1}
     ledger.release_attempt("pop3:u1")
     # No close(): what a crashed server leaves behind must already be on disk.
@@ -309,7 +331,8 @@ def test_ledger_finds_a_message_again_by_message_id(tmp_path):
     with Ledger(tmp_path / "s.sqlite") as ledger:
         ledger.mark_ignored("imap:1:5", "<spam@x.y>", "x@y.z", "sender not allowed")
         ledger.mark_answered("pop3:old", "<m@x.y>", CLIENT)
-        ledger.begin_attempt("pop3:pending", "<p@x.y>")
+        ledger.begin_attempts(["pop3:pending"])
+        assert ledger.reserve("<p@x.y>", "pop3:pending", stale_before=0) is None  # being answered
         assert ledger.final_by_message_id("<m@x.y>").key == "pop3:old"
         assert ledger.final_by_message_id("<spam@x.y>").state == IGNORED
         assert ledger.final_by_message_id("<p@x.y>") is None  # not finished
@@ -320,7 +343,7 @@ def test_ledger_finds_a_message_again_by_message_id(tmp_path):
 
 def test_ledger_release_does_not_touch_finished_records(tmp_path):
     with Ledger(tmp_path / "s.sqlite") as ledger:
-        ledger.begin_attempt("k")
+        ledger.begin_attempts(["k"])
         ledger.mark_set_aside("k", reason="failed 3 times")
         ledger.release_attempt("k")
         record = ledger.get("k")
@@ -331,13 +354,14 @@ def test_ledger_rate_counting_uses_a_sliding_window(tmp_path):
     clock = Clock()
     with Ledger(tmp_path / "s.sqlite", clock=clock) as ledger:
         for _ in range(3):
-            ledger.note_event("A@B.C")
+            assert ledger.take_event("A@B.C", "request", 3600, 0)
             clock.now += 1000
         assert ledger.count_events("a@b.c", 3600) == 3
         clock.now += 1500  # the first event is now 4500 s old
         assert ledger.count_events("a@b.c", 3600) == 2
         assert ledger.count_events("other@b.c", 3600) == 0
-        assert ledger.last_event("a@b.c", "request") == clock.now - 2500
+        # The latest event is 2500 s old: inside a 2501 s window, outside a 2499 s one.
+        assert ledger.count_events("a@b.c", 2501) == 1 and ledger.count_events("a@b.c", 2499) == 0
         clock.now += 3 * 24 * 3600
         ledger.prune()
         assert ledger.count_events("a@b.c", 10 ** 9) == 0
@@ -407,7 +431,7 @@ def write_config(tmp_path, text: str):
 
 def test_credentials_never_travel_unencrypted_off_this_machine(tmp_path):
     config = write_config(tmp_path, "[client]\naddress = a@b.c\npassword_env = X\n")
-    account = Account.from_config(config, "client")
+    account = edge.account(config, "client")
     with pytest.raises(ConfigError, match="unencrypted"):
         check_credentials_protected(Endpoint("imap", "imap.b.c", 143, "none", None, 5), account)
     check_credentials_protected(Endpoint("imap", "127.0.0.1", 143, "none", None, 5), account)
@@ -417,14 +441,14 @@ def test_credentials_never_travel_unencrypted_off_this_machine(tmp_path):
 def test_account_secret_is_not_in_its_repr(tmp_path, monkeypatch):
     monkeypatch.setenv("ANIMALID_TEST_SECRET", "hunter2")
     config = write_config(tmp_path, "[client]\naddress = a@b.c\npassword_env = ANIMALID_TEST_SECRET\n")
-    account = Account.from_config(config, "client")
+    account = edge.account(config, "client")
     assert account.password() == "hunter2" and "hunter2" not in repr(account)
 
 
 def test_allowed_senders_hub_addresses_and_domains(tmp_path):
     config = write_config(tmp_path, "[hub]\ndomain = hub.test\nclients = client1, client2\n"
                                     "[server]\nallowed_senders = hub, Bob@Example.org, @friends.example\n")
-    allowed = AllowedSenders.from_config(config)
+    allowed = edge.allowed_senders(config)
     for address in ("client1@hub.test", "CLIENT2@hub.test", "bob@example.org", "x@friends.example"):
         assert allowed.allows(address), address
     for address in ("client3@hub.test", "server@hub.test", "eve@example.org", "x@evil.friends.example.com"):
@@ -434,7 +458,7 @@ def test_allowed_senders_hub_addresses_and_domains(tmp_path):
 def test_allowed_senders_rejects_nonsense(tmp_path):
     config = write_config(tmp_path, "[server]\nallowed_senders = everyone\n")
     with pytest.raises(ConfigError, match="allowed_senders"):
-        AllowedSenders.from_config(config)
+        edge.allowed_senders(config)
 
 
 # -- hostile mail (see also tests/e2e/test_hostile.py, end to end) ------------------------
@@ -466,7 +490,7 @@ def test_too_many_parts_or_nesting_is_refused_before_parsing():
         b'Content-Type: multipart/mixed; boundary="d%d"\r\n\r\n--d%d\r\n' % (i, i) for i in range(2000))
     for raw in (many, deep):
         request = parse_incoming(raw, [SERVER], LIMITS)
-        assert request.kind == REQUEST and request.images == []
+        assert request.kind == REQUEST_KIND and request.images == []
         assert "far more than 50 MIME parts" in request.problems[0]
 
 
@@ -479,7 +503,7 @@ def test_mail_answering_our_reply_without_a_photo_is_not_answered():
     thanks.set_content("thanks!")
     assert incoming(thanks).kind == LOOP_GUARD
     with_photo = plain_mail(In_Reply_To=reply["Message-ID"])  # a new photo in the same thread
-    assert incoming(with_photo).kind == REQUEST
+    assert incoming(with_photo).kind == REQUEST_KIND
 
 
 def test_format_characters_are_dropped_from_file_names():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.config import load_config
 from animalid.contract import headline
 from animalid.recognition.answer import AnswerBuilder
-from animalid.recognition.classifier import rules_for, rules_from_config
+from animalid.recognition.classifier import rules_for
 from animalid.recognition.knowledge import load_knowledge_base
 from animalid.recognition.model import EnsembleSpec
 from animalid.testing.harness import ROOT
@@ -25,7 +26,7 @@ LABELS = [KB.entries[i].label if i in KB else f"object {i}" for i in range(1000)
 @pytest.fixture(scope="module", params=MODES)
 def builder(request):
     rules = rules_for(EnsembleSpec.load(ROOT / "models" / f"{request.param}.json"),
-                      rules_from_config(load_config(ROOT / "config.ini").section("classifier")))
+                      edge.answer_rules(load_config(ROOT / "config.ini").section("classifier")))
     return AnswerBuilder(KB, LABELS, rules, top_k=3)
 
 

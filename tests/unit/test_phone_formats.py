@@ -12,8 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from animalid.errors import BadImageError
-from animalid.mail.decorations import (DECORATION_MAX_PIXELS, ICON_MAX_SIDE, find_decorations, image_size,
-                                       is_decoration)
+from animalid.mail.decorations import DECORATION_MAX_PIXELS, ICON_MAX_SIDE, find_decorations, image_size, is_decoration
 from animalid.mail.imagetypes import image_type_of, sniff_image_type
 from animalid.mail.messages import Limits, build_reply, parse_incoming, parse_reply, skipped_text
 from animalid.recognition.images import load_image

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.cli.client import HINT_AFTER_S, Progress
 from animalid.client.pending import MAX_AGE_S, PendingRecord
 from animalid.config import load_config
 from animalid.errors import ConfigError
 from animalid.mail.headers import server_text
-from animalid.mail.transport import Endpoint, hub_port_offset
 
 
 def write(tmp_path, text: str, name: str = "settings.ini"):
@@ -37,13 +37,13 @@ def hub_folder(tmp_path):
 
 def test_ports_follow_the_hub_offset_and_paths_its_folder(tmp_path, hub_folder):
     config = load_config(write(tmp_path, "[hub]\nstate_dir = hubstate\nport_offset = 3000\n"))
-    assert [(e.host, e.port, e.ca_file) for e in (Endpoint.from_config(config, p)
+    assert [(e.host, e.port, e.ca_file) for e in (edge.endpoint(config, p)
                                                  for p in ("smtp", "imap", "pop3"))] == [
         ("localhost", 3587, str(hub_folder / "ca.pem")),
         ("localhost", 3993, str(hub_folder / "ca.pem")),
         ("localhost", 3995, str(hub_folder / "ca.pem"))]
     assert config.section("server").get_path("state_file") == hub_folder / "server-state.sqlite"
-    assert config.section("client").raw("password_command") == "cat hubstate/secrets/client1"
+    assert config.section("client").value("password_command") == "cat hubstate/secrets/client1"
 
 
 def test_the_offset_applies_to_the_hub_only_and_an_explicit_port_wins(tmp_path, hub_folder):
@@ -52,12 +52,12 @@ def test_the_offset_applies_to_the_hub_only_and_an_explicit_port_wins(tmp_path, 
             "[imap]\nhost = imap.gmail.com\nca_file =\n"
             "[pop3]\nhost = localhost\nport = 1995\n")
     config = load_config(write(tmp_path, text))
-    assert Endpoint.from_config(config, "smtp").port == 2465  # the hub on the LAN: 465 + offset
-    assert Endpoint.from_config(config, "imap").port == 993  # a provider: the standard port
-    assert Endpoint.from_config(config, "pop3").port == 1995  # written: as written
-    assert hub_port_offset(config, "localhost") == 0  # the hub listens on the LAN address only
+    assert edge.endpoint(config, "smtp").port == 2465  # the hub on the LAN: 465 + offset
+    assert edge.endpoint(config, "imap").port == 993  # a provider: the standard port
+    assert edge.endpoint(config, "pop3").port == 1995  # written: as written
+    assert edge.hub_port_offset(config, "localhost") == 0  # the hub listens on the LAN address only
     wildcard = load_config(write(tmp_path, "[hub]\nlisten = 0.0.0.0\nport_offset = 5\n", "w.ini"))
-    assert hub_port_offset(wildcard, "127.0.0.1") == 5 and hub_port_offset(wildcard, "::1") == 5
+    assert edge.hub_port_offset(wildcard, "127.0.0.1") == 5 and edge.hub_port_offset(wildcard, "::1") == 5
 
 
 def test_references_name_known_settings_one_level_deep(tmp_path):
@@ -72,7 +72,7 @@ def test_references_name_known_settings_one_level_deep(tmp_path):
 def test_a_missing_ca_file_names_the_resolved_path_and_what_it_is_relative_to(tmp_path):
     config = load_config(write(tmp_path, "[hub]\nstate_dir = elsewhere\n"))
     with pytest.raises(ConfigError) as caught:
-        Endpoint.from_config(config, "imap")
+        edge.endpoint(config, "imap")
     text = str(caught.value)
     assert f"[imap] ca_file: {tmp_path / 'elsewhere' / 'ca.pem'} does not exist" in text
     assert f"'elsewhere/ca.pem' is relative to the folder of settings.ini: {tmp_path}" in text
@@ -80,7 +80,7 @@ def test_a_missing_ca_file_names_the_resolved_path_and_what_it_is_relative_to(tm
     own = load_config(write(tmp_path, "[smtp]\nca_file = certs/my-ca.pem\n", "o.ini"))
     with pytest.raises(ConfigError, match=r"my-ca.pem does not exist \('certs/my-ca.pem' is relative to "
                                           r"the folder of o.ini: "):
-        Endpoint.from_config(own, "smtp")
+        edge.endpoint(own, "smtp")
 
 
 def test_server_texts_never_show_bytes_reprs_even_inside_a_sentence():

@@ -43,11 +43,15 @@ from __future__ import annotations
 
 from animalid.client.capture.app import run
 from animalid.client.capture.archive import ShotArchive
-from animalid.client.capture.card import (BADGE_COLOURS, GOLD, WHITE, card_text, card_width,
-                                          layout_unit, render_card)
+from animalid.client.capture.card import BADGE_COLOURS, GOLD, WHITE, card_text, card_width, layout_unit, render_card
 from animalid.client.capture.imaging import decode_jpeg, encode_jpeg
-from animalid.client.capture.settings import (CaptureSettings, add_capture_arguments,
-                                              camera_source, describe_source, parse_resolution)
+from animalid.client.capture.settings import (
+                                          CaptureSettings,
+                                          add_capture_arguments,
+                                          camera_source,
+                                          describe_source,
+                                          parse_resolution,
+)
 from animalid.client.capture.shots import Shot, ShotBook, waiting_summary
 from animalid.client.capture.text import TextPainter
 from animalid.client.capture.window import WINDOW_NAME

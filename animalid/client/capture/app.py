@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from animalid.client.capture.archive import ShotArchive
 from animalid.client.capture.camera import Camera
@@ -42,11 +42,6 @@ def _quiet_opencv() -> None:
         os.environ.setdefault("QT_QPA_FONTDIR", str(dejavu))
 
 
-def _make_requester(config: "Config", args: argparse.Namespace):
-    from animalid.client.requester import Requester
-
-    return Requester(config, receive=getattr(args, "receive", None))
-
 
 def _program() -> str:
     """Messages start like client.py's own: "client.py: error: ..."."""
@@ -54,11 +49,14 @@ def _program() -> str:
 
 
 def run(config: "Config", args: argparse.Namespace, *, requester=None,
+        make_requester: Callable[[], Any] | None = None,
         stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Capture, send and show answers until the user quits; the exit status.
 
-    ``requester`` replaces the mail Requester built from ``config`` (for
-    embedding and tests); ``stdin``/``stdout`` replace the terminal.
+    ``make_requester`` builds the mail Requester once the camera settings are
+    known good (client.py passes animalid.cli.settings.requester); a ready
+    ``requester`` replaces it (for embedding and tests); ``stdin``/``stdout``
+    replace the terminal.
     """
     console = Console(stdout or sys.stdout)
     _quiet_opencv()
@@ -68,7 +66,10 @@ def run(config: "Config", args: argparse.Namespace, *, requester=None,
         if settings.window and not use_window:
             console.say("no display: using the terminal instead of a window")
         archive = ShotArchive.open(settings.save_dir)
-        requester = requester if requester is not None else _make_requester(config, args)
+        if requester is None:
+            if make_requester is None:
+                raise TypeError("run() needs a requester or make_requester")
+            requester = make_requester()
         # Opened inside the with: a camera that opens but fails its first read is released too.
         with Camera(settings.source, settings.width, settings.height) as camera:
             camera.open()

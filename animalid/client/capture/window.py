@@ -8,8 +8,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from animalid.client.capture.camera import Camera, FramePacer
-from animalid.client.capture.card import (HINT, card_text, card_width, compose_live,
-                                          layout_unit, render_card)
+from animalid.client.capture.card import HINT, card_text, card_width, compose_live, layout_unit, render_card
 from animalid.client.capture.imaging import shrink
 from animalid.client.capture.session import CaptureSession, Update, describe_update
 from animalid.client.capture.shots import Shot, ShotBook, waiting_text

@@ -1,4 +1,4 @@
-"""The servers' shared, crash-safe record of the messages they handle.
+"""The ledger's interface and shared SQL: the servers' crash-safe record of the messages they handle.
 
 Each message is keyed by where it sat in the mailbox -- ``pop3:<UIDL>``
 (RFC 1939 / RFC 2449 UIDL) or ``imap:<UIDVALIDITY>:<UID>`` (RFC 9051 section
@@ -8,8 +8,10 @@ and so does a claim returned to the INBOX, which gets a new UID) is still
 recognised.
 
 States: ``seen`` (being worked on; ``attempts`` counts tries, raised *before*
-each try so a crash counts too), and the final ``answered``, ``set_aside``
-and ``ignored``. A state written is durable before the next step (delete or
+each try so a crash counts too), and the final ``answered``, ``set_aside``,
+``ignored`` (mail that must not be answered: RFC 3834) and ``refused`` (a
+request the server would not serve: sender not allowed, over its rate, failed
+the security check). A state written is durable before the next step (delete or
 move) starts, so after a crash at any point no request is lost, and none is
 answered twice except in the windows the README lists.
 
@@ -25,16 +27,17 @@ Beside the messages, for several servers sharing one mailbox
   of one request held by two workers are answered once;
 * ``workers`` -- each worker's last sign of life, for ``server.py --status``.
 
-Two backends share the SQL (written with ``?`` placeholders):
+Two backends share the SQL (written with ``?`` placeholders), each in its own
+module of this package:
 
-* ``SqliteLedger`` -- one file (WAL, ``synchronous=FULL``, 30 s busy
+* ``SqliteLedger`` (sqlite.py) -- one file (WAL, ``synchronous=FULL``, 30 s busy
   timeout): any number of processes on one machine. Not over a network file
   system, where SQLite's locks are unreliable.
-* ``PostgresLedger`` -- ``[server] ledger = postgresql://user@host/db``, for
+* ``PostgresLedger`` (postgres.py) -- ``[server] ledger = postgresql://user@host/db``, for
   workers on several machines; the password comes from ``ledger_password_env``
   or ``ledger_password_command`` like every other secret.
 
-``open_ledger(config)`` picks one; ``Ledger(path)`` still opens a SQLite file.
+``open_ledger`` (the package) picks one from typed settings.
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-
 log = logging.getLogger(__name__)
 
 SEEN = "seen"
 ANSWERED = "answered"
 SET_ASIDE = "set_aside"
 IGNORED = "ignored"
-FINAL_STATES = (ANSWERED, SET_ASIDE, IGNORED)
+REFUSED = "refused"
+FINAL_STATES = (ANSWERED, SET_ASIDE, IGNORED, REFUSED)
+# "state IN (...)" with one placeholder per final state.
+_FINAL_IN = "state IN (" + ", ".join("?" * len(FINAL_STATES)) + ")"
 KEEP_RECORDS_S = 90 * 24 * 3600
 KEEP_EVENTS_S = 2 * 24 * 3600
 KEEP_WORKERS_S = 7 * 24 * 3600
@@ -65,7 +70,7 @@ SCHEMA_LOCK = "animalid-schema"
 # {real} and {bigint}: SQLite's REAL and INTEGER are 64-bit; PostgreSQL's REAL
 # is 32-bit (a Unix time would be off by minutes) and its INTEGER cannot hold
 # a UIDVALIDITY (up to 2^32 - 1).
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     key TEXT PRIMARY KEY,
     message_id TEXT NOT NULL DEFAULT '',
@@ -107,7 +112,7 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 # Added after the first release: who finished a message (server.py --status,
 # per-worker counts). Old files get the column on open.
-_WORKER_COLUMN = "worker TEXT NOT NULL DEFAULT ''"
+WORKER_COLUMN = "worker TEXT NOT NULL DEFAULT ''"
 _RECORD = "key, message_id, sender, state, attempts, reason"
 _UPSERT_FINAL = (
     "INSERT INTO messages (key, message_id, sender, state, attempts, reason, first_seen, updated, worker) "
@@ -133,14 +138,16 @@ class Record:
         return self.state in FINAL_STATES
 
 
-NOTICED = "claim:"  # key prefix of a claims-folder message no worker recorded
+# The key of a claims-folder message that no worker recorded (a worker died between
+# its MOVE and its record) is this prefix, then "<UIDVALIDITY>:<UID>".
+UNRECORDED_CLAIM_PREFIX = "claim:"
 
 
 @dataclass(frozen=True)
 class Claim:
     """One claimed request, as the ledger knows it."""
 
-    key: str  # the request's INBOX key when claimed; NOTICED... for one nobody recorded
+    key: str  # the request's INBOX key when claimed; UNRECORDED_CLAIM_PREFIX... for one nobody recorded
     worker: str  # '' when no worker recorded it
     uidvalidity: int  # where it is in the claims folder (uid 0: not moved there yet)
     uid: int
@@ -149,7 +156,7 @@ class Claim:
 
     @property
     def noticed(self) -> bool:
-        return self.key.startswith(NOTICED)
+        return self.key.startswith(UNRECORDED_CLAIM_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -176,10 +183,6 @@ class Ledger(ABC):
 
     backend = ""
     worker = ""
-
-    def __new__(cls, *args, **kwargs):
-        # Ledger(path) opens a SQLite file, as it always has.
-        return super().__new__(SqliteLedger if cls is Ledger else cls)  # noqa: F821 (imported below)
 
     def __init__(self, clock=time.time):
         self._clock = clock
@@ -228,7 +231,7 @@ class Ledger(ABC):
         if not message_id:
             return None
         row = self._one(f"SELECT {_RECORD} FROM messages "
-                        "WHERE message_id = ? AND state IN (?, ?, ?) "
+                        f"WHERE message_id = ? AND {_FINAL_IN} "
                         "ORDER BY state = 'answered' DESC LIMIT 1",
                         (message_id, *FINAL_STATES))
         return Record(*row) if row else None
@@ -240,25 +243,25 @@ class Ledger(ABC):
             chunk = keys[start:start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._rows(f"SELECT {_RECORD} FROM messages "
-                              f"WHERE key IN ({marks}) AND state IN (?, ?, ?)", (*chunk, *FINAL_STATES))
+                              f"WHERE key IN ({marks}) AND {_FINAL_IN}", (*chunk, *FINAL_STATES))
             found.update((row[0], Record(*row)) for row in rows)
         return found
 
     def recent_outcomes(self, limit: int = 10) -> list[Outcome]:
         rows = self._rows("SELECT key, message_id, sender, state, reason, updated, worker FROM messages "
-                          "WHERE state IN (?, ?, ?) ORDER BY updated DESC LIMIT ?", (*FINAL_STATES, limit))
+                          f"WHERE {_FINAL_IN} ORDER BY updated DESC LIMIT ?", (*FINAL_STATES, limit))
         return [Outcome(*row) for row in rows]
 
     def outcome_counts(self, since: float) -> dict[tuple[str, str], int]:
         """(state, worker) -> how many messages reached that final state since ``since``."""
         rows = self._rows("SELECT state, worker, COUNT(*) FROM messages WHERE updated >= ? "
-                          "AND state IN (?, ?, ?) GROUP BY state, worker", (since, *FINAL_STATES))
+                          f"AND {_FINAL_IN} GROUP BY state, worker", (since, *FINAL_STATES))
         return {(state, worker): int(count) for state, worker, count in rows}
 
     def final_states(self) -> dict[str, tuple[str, str]]:
         """Message-ID -> (final state, worker), for tests and benchmarks."""
         rows = self._rows("SELECT message_id, state, worker FROM messages WHERE message_id != '' "
-                          "AND state IN (?, ?, ?) ORDER BY updated", FINAL_STATES)
+                          f"AND {_FINAL_IN} ORDER BY updated", FINAL_STATES)
         return {message_id: (state, worker) for message_id, state, worker in rows}
 
     # -- attempts and final states --------------------------------------------
@@ -271,15 +274,9 @@ class Ledger(ABC):
               "sender = CASE WHEN excluded.sender != '' THEN excluded.sender ELSE messages.sender END "
               "RETURNING attempts")
 
-    def begin_attempt(self, key: str, message_id: str = "", sender: str = "") -> int:
-        """Count one more try at ``key`` (before trying, so a crash counts); returns the count."""
-        now = self._clock()
-        with self._transaction():
-            row = self._one(self._BEGIN, (key, message_id, sender, SEEN, now, now))
-        return int(row[0])
-
     def begin_attempts(self, keys: list[str]) -> dict[str, int]:
-        """``begin_attempt`` for many keys in one transaction (one disk sync, not one each)."""
+        """Count one more try at each key (before trying, so a crash counts), in one
+        transaction (one disk sync, not one each); key -> its count."""
         now = self._clock()
         counts: dict[str, int] = {}
         with self._transaction():
@@ -305,7 +302,13 @@ class Ledger(ABC):
         self._finish(key, SET_ASIDE, message_id, sender, reason)
 
     def mark_ignored(self, key: str, message_id: str = "", sender: str = "", reason: str = "") -> None:
+        """Mail that must not be answered (RFC 3834: automatic mail, bounces, lists, our own)."""
         self._finish(key, IGNORED, message_id, sender, reason)
+
+    def mark_refused(self, key: str, message_id: str = "", sender: str = "", reason: str = "") -> None:
+        """A request the server will not serve: sender not allowed, over its rate, or
+        failing the [security] check."""
+        self._finish(key, REFUSED, message_id, sender, reason)
 
     def _finish(self, key: str, state: str, message_id: str, sender: str, reason: str) -> None:
         # The final state and the end of the reservation commit together: a
@@ -328,19 +331,10 @@ class Ledger(ABC):
 
     # -- rate counting ------------------------------------------------------
 
-    def note_event(self, sender: str, kind: str = "request") -> None:
-        self._count("INSERT INTO events (sender, kind, at) VALUES (?, ?, ?)",
-                    (sender.lower(), kind, self._clock()))
-
     def count_events(self, sender: str, window_s: float, kind: str = "request") -> int:
         row = self._one("SELECT COUNT(*) FROM events WHERE sender = ? AND kind = ? AND at > ?",
                         (sender.lower(), kind, self._clock() - window_s))
         return int(row[0])
-
-    def last_event(self, sender: str, kind: str) -> float | None:
-        row = self._one("SELECT MAX(at) FROM events WHERE sender = ? AND kind = ?",
-                        (sender.lower(), kind))
-        return row[0] if row and row[0] is not None else None
 
     def take_event(self, sender: str, kind: str, window_s: float, limit: int) -> bool:
         """Record an event unless ``limit`` of them fell in the last ``window_s`` (0: no
@@ -438,7 +432,7 @@ class Ledger(ABC):
             for uid in uids:
                 self._count("INSERT INTO claims (key, uidvalidity, uid, claimed, renewed) "
                             "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-                            (f"{NOTICED}{uidvalidity}:{uid}", uidvalidity, uid, now, now))
+                            (f"{UNRECORDED_CLAIM_PREFIX}{uidvalidity}:{uid}", uidvalidity, uid, now, now))
 
     def hold_claim(self, key: str) -> bool:
         """Renew this worker's lease on one claim; False when it is no longer ours."""
@@ -461,7 +455,7 @@ class Ledger(ABC):
             "DELETE FROM claims WHERE renewed < ? AND NOT (key LIKE ? AND EXISTS "
             "(SELECT 1 FROM claims AS named WHERE named.uidvalidity = claims.uidvalidity "
             "AND named.uid = claims.uid AND named.key NOT LIKE ?)) "
-            f"RETURNING {self._CLAIM_COLUMNS}", (renewed_before, f"{NOTICED}%", f"{NOTICED}%"))
+            f"RETURNING {self._CLAIM_COLUMNS}", (renewed_before, f"{UNRECORDED_CLAIM_PREFIX}%", f"{UNRECORDED_CLAIM_PREFIX}%"))
         return [Claim(*row) for row in rows]
 
     def end_claims(self, keys: list[str]) -> None:
@@ -483,11 +477,7 @@ class Ledger(ABC):
         now = self._clock()
         with self._transaction(lock=SCHEMA_LOCK):  # not while another worker creates the tables
             self._count("DELETE FROM events WHERE at < ?", (now - KEEP_EVENTS_S,))
-            self._count("DELETE FROM messages WHERE updated < ? AND state IN (?, ?, ?)",
+            self._count(f"DELETE FROM messages WHERE updated < ? AND {_FINAL_IN}",
                         (now - KEEP_RECORDS_S, *FINAL_STATES))
             self._count("DELETE FROM workers WHERE seen < ?", (now - KEEP_WORKERS_S,))
 
-
-# The backends live beside this module; imported last, since they build on Ledger.
-from animalid.server.ledger_backends import (PostgresLedger, SqliteLedger, ledger_where,  # noqa: E402,F401
-                                             open_ledger)

@@ -1,0 +1,384 @@
+"""Typed, frozen settings built once from config.ini, at the edge, and handed down.
+
+Every program reads ``config.ini`` here and nowhere else: the mail, server,
+client and recognition packages receive the objects built below and never
+see the config file (an import contract in pyproject.toml holds them to it).
+What only the local development hub knows is resolved here too: a port left
+empty follows the host (the protocol's standard port, plus ``[hub]
+port_offset`` when the host is the hub), ``allowed_senders = hub`` expands to
+the hub's client accounts, and a missing CA file written by the hub says how
+to start it (``HUB_HINT``).
+
+Errors name the file, the section and the key (``animalid.config``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from animalid.client.pending import PendingRecord
+from animalid.client.requester import Requester
+from animalid.config import Config, Section
+from animalid.mail.mailbox import Mailbox
+from animalid.mail.messages import Limits
+from animalid.mail.protection import MIN_SECRET_CHARS, Protection
+from animalid.mail.receiving import RECEIVE_CHOICES, ReceiveSettings, open_mailbox
+from animalid.mail.transport import (
+    AUTH_CHOICES,
+    ROLES,
+    SECURITY_CHOICES,
+    STANDARD_PORTS,
+    Account,
+    Endpoint,
+    SmtpSender,
+    is_loopback_host,
+    looks_like_address,
+)
+from animalid.server.ledger import POSTGRES_SCHEMES, LedgerSettings
+from animalid.server.settings import AllowedSenders, ServerSettings
+
+if TYPE_CHECKING:  # the classifier's modules import numpy: not for the client's start-up
+    from animalid.recognition.answer import AnswerRules
+    from animalid.recognition.classifier import Classifier
+
+# How to start the local hub, for messages about what it writes (its CA file).
+HUB_HINT = "python -m animalid.mailhub"
+_WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
+
+
+# -- mail -----------------------------------------------------------------------
+
+def hub_port_offset(config: Config, host: str) -> int:
+    """[hub] port_offset when ``host`` is the local hub ([hub] listen, or loopback for a
+    hub on loopback or on every address), else 0."""
+    hub = config.section("hub")
+    listen = hub.get("listen", "").strip().lower()
+    host = host.strip().lower()
+    if host == listen or (is_loopback_host(host) and (is_loopback_host(listen) or listen in _WILDCARD_ADDRESSES)):
+        return hub.get_int("port_offset", minimum=0, maximum=64000)
+    return 0
+
+
+def endpoint(config: Config, protocol: str) -> Endpoint:
+    """[smtp], [imap] or [pop3]: where the server is and how to reach it."""
+    section = config.section(protocol)
+    ca_path = section.get_path("ca_file", None)
+    if ca_path is not None and not ca_path.is_file():
+        raise section.error("ca_file", _missing_ca_text(config, section, ca_path))
+    host = section.get("host")
+    security = section.get_choice("security", SECURITY_CHOICES)
+    port = section.get_int("port", minimum=1, maximum=65535) if section.has("port") else None
+    if port is None:
+        port = STANDARD_PORTS[protocol][security] + hub_port_offset(config, host)
+        if port > 65535:
+            raise config.section("hub").error("port_offset", f"puts the {protocol} port at {port}, "
+                                                             "above 65535")
+    return Endpoint(protocol=protocol, host=host, port=port, security=security,
+                    ca_file=str(ca_path) if ca_path else None,
+                    timeout=section.get_float("timeout", minimum=1.0, maximum=600.0))
+
+
+def _missing_ca_text(config: Config, section: Section, ca_path: Path) -> str:
+    """Why a CA file is missing, naming where its path came from and what to do."""
+    written = section.as_written("ca_file")
+    value = section.value("ca_file")
+    origin = f" ({section.relative_to(value)})" if section.relative_to(value) else ""
+    if "${hub:state_dir}" in written.replace(" ", ""):
+        return (f"{ca_path} does not exist{origin}: the local hub writes it when it first starts; "
+                f"start it ({HUB_HINT} --config {config.path}) or set ca_file")
+    return f"{ca_path} does not exist{origin}"
+
+
+def account(config: Config, role: str) -> Account:
+    """[client] or [server]: the address, the login and where its secret comes from."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    section = config.section(role)
+    address = section.get("address")
+    if not looks_like_address(address):
+        raise section.error("address", f"{address!r} is not a mail address")
+    return Account(role=role, address=address.lower(), username=section.get("username", address),
+                   auth=section.get_choice("auth", AUTH_CHOICES),
+                   password_source=section.secret_source("password"),
+                   token_source=section.secret_source("token"))
+
+
+def receive_settings(config: Config, role: str, receive: str | None = None) -> ReceiveSettings:
+    """How [client] or [server] reads its mail (``receive`` overrides the file)."""
+    section = config.section(role)
+    receive = receive or section.get_choice("receive", RECEIVE_CHOICES)
+    if receive not in RECEIVE_CHOICES:
+        raise section.error("receive", f"{receive!r} is not one of: {', '.join(RECEIVE_CHOICES)}")
+    imap = config.section("imap")
+    return ReceiveSettings(
+        protocol=receive,
+        poll_interval=section.get_float("poll_interval", minimum=0.01, maximum=3600.0),
+        folder=imap.get("folder"),
+        idle_refresh=imap.get_float("idle_refresh", minimum=10.0, maximum=29 * 60))
+
+
+def mailbox(config: Config, role: str, receive: str | None = None) -> Mailbox:
+    """The mailbox of [client] or [server], by IMAP or POP3 (not connected yet)."""
+    settings = receive_settings(config, role, receive)
+    return open_mailbox(endpoint(config, settings.protocol), account(config, role), settings)
+
+
+def sender(config: Config, role: str) -> SmtpSender:
+    """An SMTP session (opened on first use) as [client] or [server]."""
+    return SmtpSender(endpoint(config, "smtp"), account(config, role))
+
+
+def protection(config: Config) -> Protection:
+    """[security]: the signing and encryption keys; a key whose source is named must be there."""
+    if not config.has_section("security"):
+        return Protection()
+    section = config.section("security")
+    return Protection.from_secrets(
+        _configured_secret(section, "signing_key"), _configured_secret(section, "encryption_key"),
+        max_age_s=section.get_float("signature_max_age", minimum=60.0),
+        notify_failures=section.get_bool("notify_signature_failures"))
+
+
+def _configured_secret(section: Section, name: str) -> str | None:
+    """The secret when its source is named (then it must be there), else None.
+
+    A secret written into the file itself is refused when the file is read
+    (animalid.config).
+    """
+    source = section.secret_source(name)
+    if not source.named:
+        return None
+    secret = source.fetch()
+    if len(secret) < MIN_SECRET_CHARS:
+        raise section.error(f"{name}_env / {name}_command",
+                            f"the secret is shorter than {MIN_SECRET_CHARS} characters "
+                            "(use e.g. openssl rand -base64 32)")
+    return secret
+
+
+# -- client -----------------------------------------------------------------------
+
+def requester(config: Config, receive: str | None = None) -> Requester:
+    """The client's Requester: [client], [smtp], [imap]/[pop3] and [security]."""
+    section = config.section("client")
+    client = account(config, "client")
+    return Requester(account=client, server_address=section.get("server_address"),
+                     timeout=section.get_float("timeout", minimum=0.1),
+                     sender=SmtpSender(endpoint(config, "smtp"), client),
+                     mailbox=mailbox(config, "client", receive), protection=protection(config))
+
+
+def pending_record(config: Config, address: str) -> PendingRecord:
+    """The client's record of requests still waiting ([client] state_file)."""
+    return PendingRecord(_path(config.section("client"), "state_file"), address)
+
+
+# -- server -----------------------------------------------------------------------
+
+def limits(config: Config) -> Limits:
+    """What one request may carry ([server])."""
+    section = config.section("server")
+    return Limits(max_message_bytes=section.get_int("max_message_bytes", minimum=1000),
+                  max_parts=section.get_int("max_parts", minimum=1),
+                  max_images=section.get_int("max_images", minimum=1),
+                  max_image_pixels=section.get_int("max_image_pixels", minimum=1))
+
+
+def allowed_senders(config: Config) -> AllowedSenders:
+    """[server] allowed_senders; "hub" expands to the local hub's client accounts."""
+    section = config.section("server")
+    entries: list[str] = []
+    for entry in section.get_list("allowed_senders"):
+        if entry.lower() == "hub":
+            hub = config.section("hub")
+            domain = hub.get("domain")
+            entries += [f"{name}@{domain}" for name in hub.get_list("clients")]
+        elif entry.startswith("@") and "." in entry or looks_like_address(entry):
+            entries.append(entry)
+        else:
+            raise section.error("allowed_senders", f"{entry!r} is neither an address, "
+                                                   "an @domain nor \"hub\"")
+    return AllowedSenders(entries)
+
+
+def ledger_settings(config: Config) -> LedgerSettings:
+    """[server] ledger: empty for SQLite at ``state_file``, or a
+    ``postgresql://user@host[:port]/database`` URL (password from ``ledger_password_env``
+    or ``ledger_password_command``, never in the URL)."""
+    section = config.section("server")
+    state_file = _path(section, "state_file")
+    url = section.get("ledger", "")
+    if not url:
+        return LedgerSettings(state_file)
+    parts = urlsplit(url)
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise section.error("ledger", "not a postgresql://user@host/database URL "
+                                      "(leave it empty for the SQLite state_file)")
+    if parts.password is not None or "password" in parts.query.lower():
+        raise section.error("ledger", "a password does not go in the URL: name where it comes from "
+                                      "with ledger_password_env or ledger_password_command")
+    if not parts.path.strip("/"):
+        raise section.error("ledger", "the URL names no database (postgresql://user@host/DATABASE)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise section.error("ledger", "PostgreSQL needs psycopg: pip install 'psycopg[binary]' "
+                                      "(see requirements.txt)") from None
+    password = section.secret_source("ledger_password")
+    return LedgerSettings(state_file, url, password if password.named else None)
+
+
+def server_settings(config: Config, receive: str | None = None) -> ServerSettings:
+    """[server] (with [security] and the limits), read once."""
+    section = config.section("server")
+    return ServerSettings(
+        address=account(config, "server").address,
+        receive=receive or section.get_choice("receive", RECEIVE_CHOICES),
+        state_file=_path(section, "state_file"),
+        max_attempts=section.get_int("max_attempts", minimum=1, maximum=100),
+        rate_limit_per_hour=section.get_int("rate_limit_per_hour", minimum=0),
+        failed_folder=section.get("failed_folder"),
+        answered_folder=section.get("answered_folder", ""),
+        retry_max_delay=section.get_float("retry_max_delay", minimum=0.1, maximum=86400.0),
+        limits=limits(config),
+        max_image_pixels=section.get_int("max_image_pixels", minimum=1),
+        allowed=allowed_senders(config),
+        protection=protection(config),
+        display_name=section.get("display_name", ""),
+        claims_folder=_claims_folder(config),
+        claim_lease=section.get_float("claim_lease", minimum=1.0, maximum=86400.0),
+        pipeline=section.get_bool("pipeline"),
+        ledger=ledger_settings(config),
+    )
+
+
+def _claims_folder(config: Config) -> str:
+    """[server] claims_folder, checked against the folders it must not be."""
+    section = config.section("server")
+    folder = section.get("claims_folder")
+    others = {"[imap] folder": config.section("imap").get("folder"),
+              "[server] failed_folder": section.get("failed_folder"),
+              "[server] answered_folder": section.get("answered_folder", "")}
+    for name, other in others.items():
+        if other and other.lower() == folder.lower():
+            raise section.error("claims_folder", f"{folder!r} is also {name}; claims need a folder "
+                                                 "of their own")
+    return folder
+
+
+@dataclass(frozen=True)
+class ServerParts:
+    """What ``Server`` is assembled from: its settings, mailbox and SMTP sender."""
+
+    settings: ServerSettings
+    mailbox: Mailbox
+    sender: SmtpSender
+
+
+def server_parts(config: Config, receive: str | None = None) -> ServerParts:
+    settings = server_settings(config, receive)
+    return ServerParts(settings, mailbox(config, "server", settings.receive), sender(config, "server"))
+
+
+def server(config: Config, classifier: Any = None, receive: str | None = None) -> Any:
+    """A ``Server`` for config.ini; without ``classifier`` it loads the one [classifier]
+    describes when it opens (``LazyClassifier``)."""
+    from animalid.server.service import Server
+
+    parts = server_parts(config, receive)
+    if classifier is None:
+        classifier = LazyClassifier(config, parts.settings.max_image_pixels)
+    return Server(parts.settings, parts.mailbox, parts.sender, classifier)
+
+
+# -- recognition --------------------------------------------------------------------
+
+def answer_rules(section: Section) -> "AnswerRules":
+    """The answer rules of a config.ini [classifier] section."""
+    from animalid.recognition.answer import AnswerRules
+    from animalid.recognition.knowledge import RANKS
+
+    return AnswerRules(
+        rank_threshold=section.get_float("rank_threshold", minimum=0.0, maximum=1.0),
+        min_confidence=section.get_float("min_confidence", minimum=0.0, maximum=1.0),
+        animal_threshold=section.get_float("animal_threshold", minimum=0.0, maximum=1.0),
+        animal_candidates=section.get_int("animal_candidates", minimum=0),
+        rank_thresholds={rank: section.get_float(f"{rank}_threshold", None, 0.0, 1.0)
+                         for rank in RANKS if section.has(f"{rank}_threshold")},
+        lead_probability=section.get_float("lead_probability", minimum=0.0, maximum=1.0),
+        lead_ratio=section.get_float("lead_ratio", minimum=1.0),
+    )
+
+
+def classifier_options(config: Config, **overrides: Any) -> dict[str, Any]:
+    """``Classifier``'s keyword arguments from [classifier]; ``overrides`` (not None) win."""
+    from animalid.recognition.model import VIEWS, ModelSpec
+    from animalid.recognition.placement import PRECISIONS
+
+    section = config.section("classifier")
+    views = section.get_list("views", [])
+    unknown = [view for view in views if view not in VIEWS]
+    if unknown:
+        raise section.error("views", f"{unknown[0]!r} is not one of: {', '.join(VIEWS)}")
+    options: dict[str, Any] = dict(
+        kb_path=_path(section, "knowledge_base"),
+        rules=answer_rules(section),
+        top_k=section.get_int("top_k", minimum=0, maximum=50),
+        device=section.get_choice("device", ("auto", "cpu", "cuda")),
+        threads=section.get_int("threads", minimum=0, maximum=256),
+        allow_pickle=section.get_bool("allow_pickle"),
+        views=views,
+        batch_size=section.get_int("batch_size", minimum=0, maximum=4096),
+        precision=section.get_choice("precision", PRECISIONS),
+        decode_threads=section.get_int("decode_threads", minimum=0, maximum=256),
+    )
+    options.update({key: value for key, value in overrides.items() if value is not None})
+    if "spec" not in options:
+        options["spec"] = ModelSpec.load(_path(section, "model"))
+    return options
+
+
+def classifier(config: Config, **overrides: Any) -> "Classifier":
+    """The classifier [classifier] describes, loaded now (PyTorch and the weights)."""
+    from animalid.recognition.classifier import Classifier
+
+    return Classifier(**classifier_options(config, **overrides))
+
+
+class LazyClassifier:
+    """The server's classifier, loaded by an explicit ``load()`` (the server calls it
+    once the mail servers have accepted its logins, before the first request)."""
+
+    def __init__(self, config: Config, max_pixels: int):
+        self._config, self._max_pixels = config, max_pixels
+        self._loaded: Any = None
+
+    def load(self) -> None:
+        if self._loaded is None:
+            self._loaded = classifier(self._config, max_pixels=self._max_pixels)
+
+    def _ready(self) -> Any:
+        if self._loaded is None:
+            raise RuntimeError("the classifier is not loaded yet (call load() first)")
+        return self._loaded
+
+    def images_per_pass(self) -> int:
+        return int(self._ready().images_per_pass())
+
+    def classify(self, items: Any) -> list[dict[str, Any]]:
+        return list(self._ready().classify(items))
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()
+
+
+def _path(section: Section, key: str) -> Path:
+    path = section.get_path(key)
+    assert path is not None  # get_path without a fallback raises for an empty value
+    return path
+
+
