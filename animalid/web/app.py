@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from animalid.history import RequestRecord
+from animalid.history import ANSWERED, IMAGE_ERROR, RequestRecord
 from animalid.web import charts
 from animalid.web.access import Access
 from animalid.web.events import KEEPALIVE_S, Closed, Event, EventHub, format_event, keepalive, retry_hint
@@ -35,7 +35,7 @@ from animalid.web.headers import SECURITY_HEADERS
 from animalid.web.health import readiness_text, run_checks
 from animalid.web.metrics import CONTENT_TYPE, Metrics
 from animalid.web.sources import Check, HistorySource
-from animalid.web.thumbnails import ThumbnailStore
+from animalid.web.thumbnails import ThumbnailStore, thumbnail_name
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 OPEN_PATHS = ("/livez", "/readyz")  # probes may ask without the token
 JSON = "application/json; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
+THUMB_PENDING_S = 120.0
 
 
 @dataclass
@@ -77,11 +78,19 @@ class Response:
         return cls(status, JSON, json.dumps(data, separators=(",", ":")).encode("utf-8"))
 
 
-def render_row(record: RequestRecord, thumbnails: ThumbnailStore | None) -> dict:
-    """A history row as the page and the API get it, with each photo's thumbnail URL."""
+def render_row(record: RequestRecord, thumbnails: ThumbnailStore | None, now: float | None = None) -> dict:
+    """A history row as the page and the API get it, with each photo's thumbnail URL.
+
+    A thumbnail is made in the background after the answer, so a row answered a
+    moment ago names its thumbnail before the file is there: the page retries it.
+    """
     data = record.to_json()
+    now = time.time() if now is None else now
+    fresh = record.outcome == ANSWERED and now - record.updated < THUMB_PENDING_S
     for index, image in enumerate(data["images"]):
-        name = thumbnails.has(record.key, index) if thumbnails is not None else ""
+        name = ""
+        if thumbnails is not None and thumbnails.enabled and image["result"] != IMAGE_ERROR:
+            name = thumbnails.has(record.key, index) or (thumbnail_name(record.key, index) if fresh else "")
         image["thumb"] = f"/thumbs/{name}" if name else ""
     return data
 

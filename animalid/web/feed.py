@@ -23,7 +23,7 @@ from animalid.web.sources import HistorySource
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
-SUMMARY_S = 5.0
+SUMMARY_S = 2.0
 OVERLAP_S = 5.0
 BATCH = 500
 

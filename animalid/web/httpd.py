@@ -36,7 +36,7 @@ def split_listen(listen: str) -> tuple[str, int]:
         host, sep, port = text[1:].partition("]:")
     else:
         host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise ValueError(f"{listen!r} is not host:port (for example 127.0.0.1:8470)")
     return host or "127.0.0.1", int(port)
 

@@ -36,7 +36,8 @@ class Operations:
     def __init__(self, settings: WebSettings, history: HistorySource, workers: WorkersSource,
                  local: LocalState, metrics: Metrics, checks: Sequence[Check] = (),
                  prune_history: Callable[[], object] | None = None,
-                 pages: Callable[[], dict[str, str]] | None = None):
+                 pages: Callable[[], dict[str, str]] | None = None,
+                 on_close: Callable[[], object] | None = None):
         self.settings = settings
         self.metrics = metrics
         self.history = history
@@ -50,6 +51,7 @@ class Operations:
                           self.thumbnails)
         self.feed = LiveFeed(history, self.hub, self.app.render, self._overview)
         self._prune_history = prune_history
+        self._on_close = on_close
         self._stop = threading.Event()
         self._pruner: threading.Thread | None = None
         self.web: WebServer | None = None
@@ -112,6 +114,8 @@ class Operations:
         if self.thumbnails is not None:
             self.thumbnails.close()
         self.errors.detach()
+        if self._on_close is not None:
+            self._on_close()
 
     def prune(self) -> None:
         """Thumbnails past keep_days, and the history's old rows."""

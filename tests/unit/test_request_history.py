@@ -1,22 +1,22 @@
-"""The request history in the ledger (animalid/server/ledger_history.py): paging, filters, live reads."""
+"""The request history in the ledger (animalid/server/ledger/history.py): paging, filters, live reads."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from animalid.history import (ANSWERED, REFUSED, SET_ASIDE, WORKING, HistoryQuery, ImageResult,
-                              RequestRecord, decode_cursor)
+from animalid.history import (
+    ANSWERED,
+    REFUSED,
+    SET_ASIDE,
+    WORKING,
+    HistoryQuery,
+    ImageResult,
+    RequestRecord,
+    decode_cursor,
+)
 from animalid.server.ledger import SqliteLedger
-from animalid.server.ledger_history import HISTORY_SCHEMA, RequestHistory
 
-
-class HistoryLedger(RequestHistory, SqliteLedger):
-    def __init__(self, path, clock=time.time):
-        super().__init__(path, clock)
-        for statement in HISTORY_SCHEMA.format(real="REAL").split(";"):
-            self._db.execute(statement)
+HistoryLedger = SqliteLedger
 
 
 class Clock:

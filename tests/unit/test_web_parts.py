@@ -11,8 +11,16 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from animalid.history import (ANSWERED, IDENTIFIED, IMAGE_ERROR, NOT_IDENTIFIED, WORKING, ImageResult,
-                              RequestRecord, Timing)
+from animalid.history import (
+    ANSWERED,
+    IDENTIFIED,
+    IMAGE_ERROR,
+    NOT_IDENTIFIED,
+    WORKING,
+    ImageResult,
+    RequestRecord,
+    Timing,
+)
 from animalid.web import charts
 from animalid.web.access import Access, host_of, is_loopback_host, token_matches
 from animalid.web.errorlog import RecentErrors
@@ -23,7 +31,6 @@ from animalid.web.httpd import bind, split_listen
 from animalid.web.metrics import Metrics
 from animalid.web.settings import WebSettings
 from animalid.web.thumbnails import ThumbnailStore, make_thumbnail, thumbnail_name
-
 
 # -- events -------------------------------------------------------------------------
 
@@ -36,6 +43,7 @@ def test_an_event_is_one_data_line_whatever_the_text_holds():
 def test_a_reader_that_falls_behind_is_dropped_not_buffered_forever():
     hub = EventHub(max_subscribers=2, queue_size=3)
     slow, quick = hub.subscribe(), hub.subscribe()
+    assert slow is not None
     assert hub.subscribe() is None  # the limit of open streams
     for n in range(3):
         hub.publish("row", {"n": n})

@@ -45,8 +45,13 @@
       if (typeof image.thumb === "string" && image.thumb.startsWith("/thumbs/")) {
         const img = el("img");
         img.alt = "";
-        img.loading = "lazy";
-        img.addEventListener("error", () => img.replaceWith(el("div", "nothumb")));
+        let tries = 0;
+        // A thumbnail is written just after the answer: try again a few times.
+        img.addEventListener("error", () => {
+          tries += 1;
+          if (tries > 4) { img.replaceWith(el("div", "nothumb")); return; }
+          setTimeout(() => { img.src = image.thumb + "?try=" + tries; }, 700 * tries);
+        });
         img.src = image.thumb;
         box.appendChild(img);
       } else {
@@ -287,7 +292,14 @@
     const source = new EventSource("/events");
     source.addEventListener("open", () => { live.textContent = "live"; live.className = "pill on"; });
     source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "pill off"; });
-    source.addEventListener("row", (event) => upsert(JSON.parse(event.data)));
+    source.addEventListener("row", (event) => {
+      const row = JSON.parse(event.data);
+      upsert(row);
+      // A finished request moves the charts: redraw soon, at most every few seconds.
+      if (row.outcome !== "working" && !state.chartsDue) {
+        state.chartsDue = setTimeout(() => { state.chartsDue = null; loadCharts(); }, 3000);
+      }
+    });
     source.addEventListener("summary", (event) => summary(JSON.parse(event.data)));
   }
 

@@ -13,8 +13,7 @@ COUNT on the same index.
 
 from __future__ import annotations
 
-from animalid.history import (FINAL_OUTCOMES, HistoryPage, HistoryQuery, RequestRecord, Timing,
-                              WORKING)
+from animalid.history import FINAL_OUTCOMES, WORKING, HistoryPage, HistoryQuery, RequestRecord, Timing
 
 HISTORY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -32,13 +31,19 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_by_arrived ON requests (arrived, key);
 CREATE INDEX IF NOT EXISTS requests_by_updated ON requests (updated);
-CREATE INDEX IF NOT EXISTS requests_by_outcome ON requests (outcome, arrived)
+CREATE INDEX IF NOT EXISTS requests_by_outcome ON requests (outcome, arrived);
+CREATE TABLE IF NOT EXISTS pages (
+    worker TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    seen {real} NOT NULL
+)
 """
+HISTORY_TABLES = ("requests", "pages")
 _COLUMNS = "key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images"
 # A final outcome never goes back to "working" (a late start from a worker
 # whose claim was taken over); subject and sender are kept when the newer
 # write does not know them.
-_UPSERT = (
+UPSERT_REQUEST = (
     f"INSERT INTO requests ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(key) DO UPDATE SET updated = excluded.updated, outcome = excluded.outcome, "
     "reason = excluded.reason, seconds = excluded.seconds, worker = excluded.worker, "
@@ -90,14 +95,14 @@ class RequestHistory:
 
     def record_request(self, record: RequestRecord) -> None:
         """Insert or update one request's row (durable when it returns)."""
-        self._count(_UPSERT, _params(record, self._clock()))
+        self._count(UPSERT_REQUEST, request_params(record, self._clock()))
 
     def record_requests(self, records: list[RequestRecord]) -> None:
         """``record_request`` for many, in one transaction (one disk sync)."""
         now = self._clock()
         with self._transaction():
             for record in records:
-                self._count(_UPSERT, _params(record, now))
+                self._count(UPSERT_REQUEST, request_params(record, now))
 
     def move_request(self, old_key: str, new_key: str) -> None:
         """The request now has another key (a claim went back to the INBOX)."""
@@ -137,6 +142,20 @@ class RequestHistory:
                           (since,))
         return {outcome: int(count) for outcome, count in rows}
 
+    def ping(self) -> str:
+        """"" when the ledger answers (a readiness check); raises when it does not."""
+        self._one("SELECT 1")
+        return ""
+
+    def set_page(self, worker: str, url: str) -> None:
+        """Where ``worker``'s operations page is ("" when it serves none)."""
+        self._count("INSERT INTO pages (worker, url, seen) VALUES (?, ?, ?) ON CONFLICT(worker) "
+                    "DO UPDATE SET url = excluded.url, seen = excluded.seen", (worker, url, self._clock()))
+
+    def pages(self) -> dict[str, str]:
+        """Worker -> the address of its operations page."""
+        return dict(self._rows("SELECT worker, url FROM pages WHERE url != ''"))
+
     def prune_requests(self, before: float) -> int:
         """Forget finished rows that arrived before ``before``; how many went."""
         marks = ", ".join("?" * len(FINAL_OUTCOMES))
@@ -144,7 +163,7 @@ class RequestHistory:
                            (before, *FINAL_OUTCOMES))
 
 
-def _params(record: RequestRecord, now: float) -> tuple:
+def request_params(record: RequestRecord, now: float) -> tuple:
     # ``updated`` is the ledger's clock at the write: the live page asks "since".
     return (record.key, record.message_id, record.arrived, now, record.sender,
             record.subject, record.outcome, record.reason, record.seconds, record.worker,

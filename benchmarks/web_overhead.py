@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""What the operations page costs: a burst with and without [web], and paging 10,000 rows.
+
+1. Bursts of --burst requests (default 60) through a private hub to the server
+   in a thread with the real classifier (benchmarks/roundtrip.py's burst),
+   alternately without the page and with it -- the page bound, its metrics
+   registry fed, thumbnails written, and a watcher that keeps the live event
+   stream open and fetches /metrics and /api/requests every --scrape seconds
+   (far more often than Prometheus's default 15 s). --rounds pairs; the
+   medians and their ratio are printed. The request history is written to the
+   ledger in both arms: it is part of the server, not of the page.
+2. A ledger holding --rows history rows (default 10,000): the page's queries
+   through HTTP -- first page, a filtered page, the 100th page by cursor, the
+   charts for the day -- each timed --repeat times (median, max).
+
+Usage: python benchmarks/web_overhead.py [--burst 60] [--rounds 3] [--rows 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from animalid.cli import settings as edge
+from animalid.cli.operations import start_operations
+from animalid.config import load_config
+from animalid.devhub import start_on_free_offset
+from animalid.history import ANSWERED, OUTCOMES, WORKING, ImageResult, RequestRecord
+from animalid.mail.messages import build_request
+from animalid.server.ledger import SqliteLedger
+from animalid.server.service import serving_in_background
+from animalid.testing.harness import CLIENTS, Burst, empty_mailbox, make_config, photo, submit, wait_for
+from animalid.web.metrics import Metrics
+from animalid.web.operations import Operations
+from animalid.web.settings import WebSettings
+from animalid.web.sources import LocalState
+
+
+class Watcher:
+    """Someone watching: the live stream open and read, metrics and the table fetched."""
+
+    def __init__(self, url: str, every: float):
+        self.url, self.every = url, every
+        self.stop = threading.Event()
+        self.fetches = 0
+        self.events = 0
+        self.threads = [threading.Thread(target=self._stream, daemon=True),
+                        threading.Thread(target=self._poll, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _stream(self) -> None:
+        with urllib.request.urlopen(self.url + "events", timeout=60) as stream:
+            while not self.stop.is_set():
+                line = stream.readline()
+                if not line:
+                    return
+                self.events += line.startswith(b"event:")
+
+    def _poll(self) -> None:
+        while not self.stop.wait(self.every):
+            for path in ("metrics", "api/requests?limit=50", "api/overview"):
+                with urllib.request.urlopen(self.url + path, timeout=60) as response:
+                    response.read()
+                self.fetches += 1
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+def one_burst(hub, config_path: Path, classifier, count: int, page: bool, scrape: float,
+              folder: Path) -> tuple[float, Watcher | None]:
+    """Seconds from the first request sent until the server has answered ``count``."""
+    empty_mailbox(config_path, "server")
+    for client in CLIENTS:
+        empty_mailbox(make_config(hub, folder, client, receive="imap", server_receive="imap",
+                                  name=f"{client}.ini"), "client")
+    server = edge.server(load_config(config_path), classifier=classifier).open()
+    operations = watcher = None
+    if page:
+        web = WebSettings(listen="127.0.0.1:0", keep_days=1, thumbnails=folder / "thumbs")
+        operations = start_operations(server, web, "bench", "bench")
+        watcher = Watcher(operations.url, scrape)
+    try:
+        with serving_in_background(server):
+            warm = build_request(hub.address(CLIENTS[0]), hub.server, [("warm-up.png", photo("tiger.png"))])
+            submit(hub, hub.address(CLIENTS[0]), warm)
+            wait_for(lambda: server.handled >= 1, timeout=300, what="the warm-up answer")
+            started = time.perf_counter()
+            burst = Burst(hub, count).start()
+            burst.join()
+            wait_for(lambda: server.handled >= 1 + count, timeout=1800, what="the burst answered")
+            return time.perf_counter() - started, watcher
+    finally:
+        if watcher is not None:
+            watcher.close()
+        if operations is not None:
+            operations.close()
+
+
+def bursts(args) -> None:
+    state = tempfile.mkdtemp(prefix="mhw", dir="/tmp")  # short: Dovecot socket paths
+    hub = start_on_free_offset(state, clients=CLIENTS)
+    try:
+        folder = Path(state)
+        config_path = make_config(hub, folder, CLIENTS[0], receive="imap", server_receive="imap",
+                                  name="server.ini", rate_limit_per_hour=0)
+        classifier = edge.classifier(load_config(config_path))
+        classifier.load()
+        times: dict[str, list[float]] = {"without": [], "with": []}
+        watchers: list[Watcher] = []
+        for round_ in range(args.rounds):
+            for arm in ("without", "with") if round_ % 2 == 0 else ("with", "without"):
+                seconds, watcher = one_burst(hub, config_path, classifier, args.burst, arm == "with",
+                                             args.scrape, folder)
+                times[arm].append(seconds)
+                if watcher is not None:
+                    watchers.append(watcher)
+                print(f"round {round_ + 1}, {arm:>7} the page: {seconds:.2f} s "
+                      f"({args.burst / seconds:.2f} requests/s)", flush=True)
+        without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
+        print(f"burst of {args.burst}, IMAP IDLE, real classifier: median {without:.2f} s without the page, "
+              f"{with_:.2f} s with it: {100 * (with_ / without - 1):+.1f}% "
+              f"(watcher: {sum(w.fetches for w in watchers)} fetches, "
+              f"{sum(w.events for w in watchers)} live events)")
+    finally:
+        hub.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def timed(url: str, repeat: int) -> tuple[float, float, dict]:
+    seconds = []
+    data: dict = {}
+    for _ in range(repeat):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = json.loads(response.read())
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), max(seconds), data
+
+
+def paging(args) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="web-history-"))
+    try:
+        ledger = SqliteLedger(folder / "ledger.sqlite")
+        rng = random.Random(1)
+        now = time.time()
+        image = ImageResult("tiger.png", "Tiger (Panthera tigris), 97%", 97.0, ("DANGEROUS", "ENDANGERED"))
+        outcomes = [o for o in OUTCOMES if o != WORKING]
+        records = [RequestRecord(key=f"imap:1:{n}", arrived=now - rng.uniform(0, 7 * 86400),
+                                 sender=f"client{n % 40}@example.test", subject=f"camera {n % 7} photo {n}",
+                                 outcome=rng.choice([ANSWERED] * 6 + outcomes), reason="1 image, 0.4 s",
+                                 seconds=rng.lognormvariate(-0.5, 0.8), worker="w1", images=(image,))
+                   for n in range(args.rows)]
+        started = time.perf_counter()
+        for start in range(0, len(records), 1000):
+            ledger.record_requests(records[start:start + 1000])
+        print(f"{args.rows} history rows written in {time.perf_counter() - started:.1f} s")
+        operations = Operations(WebSettings(listen="127.0.0.1:0"), ledger, ledger,
+                                LocalState("w1", lambda: 0, lambda: 0), Metrics(process=False)).start()
+        try:
+            url = operations.url
+            median, worst, page = timed(url + "api/requests?limit=50", args.repeat)
+            print(f"first page (50 of {page['total']}): median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+            median, worst, page = timed(url + "api/requests?limit=50&outcome=refused&sender=client1", args.repeat)
+            print(f"filtered page (outcome, sender; {page['total']} match): median {median * 1000:.1f} ms, "
+                  f"max {worst * 1000:.1f} ms")
+            cursor = ""
+            for _ in range(99):
+                cursor = json.loads(urllib.request.urlopen(
+                    url + "api/requests?limit=50" + (f"&before={urllib.request.quote(cursor)}" if cursor else ""),
+                    timeout=60).read())["before"]
+            median, worst, _ = timed(url + f"api/requests?limit=50&before={urllib.request.quote(cursor)}",
+                                     args.repeat)
+            print(f"100th page by cursor: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+            median, worst, _ = timed(url + "api/charts?window=day", args.repeat)
+            print(f"charts, last day: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+            median, worst, _ = timed(url + "api/overview", args.repeat)
+            print(f"overview (workers, counts): median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+        finally:
+            operations.close()
+            ledger.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--burst", type=int, default=60, help="requests per burst (default 60)")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of bursts (default 3)")
+    parser.add_argument("--scrape", type=float, default=2.0, help="watcher's fetch interval, s (default 2)")
+    parser.add_argument("--rows", type=int, default=10_000, help="history rows for paging (default 10000)")
+    parser.add_argument("--repeat", type=int, default=20, help="timings per query (default 20)")
+    parser.add_argument("--skip-bursts", action="store_true", help="only the paging figures")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    paging(args)
+    if not args.skip_bursts:
+        bursts(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
