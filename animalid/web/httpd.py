@@ -20,6 +20,7 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Generator
 
 from animalid.web.app import Request, WebApp
 
@@ -59,7 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         try:
-            response = self.app.handle(Request(self.command, self.path, self.headers))
+            response = self.app.handle(Request(self.command, self.path, dict(self.headers.items())))
         except Exception:  # noqa: BLE001 - one bad request must not take the page down
             log.exception("web: %s %s failed", self.command, self.path[:200])
             self.send_error(500, "internal error (see the server's log)")
@@ -79,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    def _stream(self, chunks) -> None:
+    def _stream(self, chunks: Generator[bytes, None, None]) -> None:
         try:
             for chunk in chunks:
                 self.wfile.write(chunk)
@@ -89,18 +90,19 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             chunks.close()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         log.debug("web: " + format, *args)
 
 
 class WebServer:
     """A bound page server; ``url`` is where it listens."""
 
-    def __init__(self, httpd: ThreadingHTTPServer, on_close=None):
+    def __init__(self, httpd: ThreadingHTTPServer, on_close: Callable[[], object] | None = None):
         self._httpd = httpd
         self._thread: threading.Thread | None = None
         self._on_close = on_close
-        host, port = httpd.server_address[:2]
+        address = httpd.server_address
+        host, port = str(address[0]), int(address[1])
         self.host, self.port = host, port
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}/"
@@ -127,7 +129,8 @@ class WebServer:
         self._httpd.server_close()
 
 
-def bind(app: WebApp, host: str, port: int, tries: int = PORT_TRIES, on_close=None) -> WebServer | None:
+def bind(app: WebApp | None, host: str, port: int, tries: int = PORT_TRIES,
+         on_close: Callable[[], object] | None = None) -> WebServer | None:
     """Bind ``host:port``, or the next free port; None (logged) when none can be had."""
     handler = type("AnimalidHandler", (_Handler,), {"app": app})
     server_class = type("AnimalidHTTPServer", (ThreadingHTTPServer,),

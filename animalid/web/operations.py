@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from animalid.history import ImageResult, RequestRecord
+from animalid.history import ImageResult
 from animalid.web.access import Access
-from animalid.web.app import WebApp, render_row
+from animalid.web.app import WebApp
 from animalid.web.errorlog import RecentErrors
 from animalid.web.events import EventHub
 from animalid.web.feed import LiveFeed
@@ -60,7 +60,7 @@ class Operations:
     # -- what the serving loop tells ---------------------------------------------------
 
     def request_finished(self, key: str, outcome: str, seconds: float | None,
-                         answers: Sequence[dict] = (), photos: Sequence[bytes] = ()) -> None:
+                         answers: Sequence[dict[str, Any]] = (), photos: Sequence[bytes] = ()) -> None:
         """A request reached its outcome (its history row is written); ``photos`` only
         for a request that was answered, for thumbnails."""
         results = [ImageResult.from_answer(answer).result for answer in answers]
@@ -78,9 +78,6 @@ class Operations:
     def changed(self) -> None:
         """History rows were written (work started): the pages look now."""
         self.feed.notify()
-
-    def render(self, record: RequestRecord) -> dict:
-        return render_row(record, self.thumbnails)
 
     # -- lifecycle ----------------------------------------------------------------------
 

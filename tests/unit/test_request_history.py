@@ -125,3 +125,29 @@ def test_a_query_names_what_is_wrong():
         HistoryQuery(outcome="lost")
     with pytest.raises(ValueError, match="limit 0"):
         HistoryQuery(limit=0)
+
+
+def test_final_states_write_the_row_in_the_same_transaction(ledger, clock):
+    ledger.worker = "w2"
+    ledger.record_request(record(1, WORKING, subject="garden", sender="ann@x.test"))
+    clock.now += 2
+    ledger.mark_refused("imap:1:1", "<m1@x.test>", "ann@x.test", "sender not allowed")
+    row = ledger.request_page(HistoryQuery()).rows[0]
+    assert (row.outcome, row.reason, row.subject, row.worker) == (REFUSED, "sender not allowed", "garden", "w2")
+    assert row.arrived == 1_700_000_001.0 and row.message_id == "<m1@x.test>"
+    # A message the history never saw taken up still gets its row.
+    ledger.mark_set_aside("pop3:abc", reason="the message cannot be parsed")
+    assert ledger.request_page(HistoryQuery(outcome=SET_ASIDE)).rows[0].key == "pop3:abc"
+    answered = record(3, ANSWERED)
+    ledger.mark_answered(answered.key, "<m3@x.test>", answered.sender, "1 image, 0.41 s", record=answered)
+    row = ledger.request_page(HistoryQuery(outcome=ANSWERED)).rows[0]
+    assert row.images[0].headline.startswith("Tiger") and row.seconds == 0.5 and row.worker == "w2"
+
+
+def test_a_carried_claim_takes_its_row_along_and_pages_are_listed(ledger):
+    ledger.record_request(record(1, WORKING))
+    ledger.carry("imap:1:1", "imap:1:99")
+    assert [r.key for r in ledger.request_page(HistoryQuery()).rows] == ["imap:1:99"]
+    ledger.set_page("w1", "http://127.0.0.1:8470/")
+    ledger.set_page("w2", "")
+    assert ledger.pages() == {"w1": "http://127.0.0.1:8470/"} and ledger.ping() == ""

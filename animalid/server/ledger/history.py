@@ -13,6 +13,9 @@ COUNT on the same index.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
 from animalid.history import FINAL_OUTCOMES, WORKING, HistoryPage, HistoryQuery, RequestRecord, Timing
 
 HISTORY_SCHEMA = """
@@ -60,9 +63,10 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def history_filters(query: HistoryQuery) -> tuple[str, tuple]:
+def history_filters(query: HistoryQuery) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause (without the cursor) and its parameters."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if query.outcome:
         clauses.append("outcome = ?")
         params.append(query.outcome)
@@ -81,7 +85,7 @@ def history_filters(query: HistoryQuery) -> tuple[str, tuple]:
     return (" AND ".join(clauses) or "1 = 1"), tuple(params)
 
 
-def _record(row: tuple) -> RequestRecord:
+def _record(row: tuple[Any, ...]) -> RequestRecord:
     key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images = row
     return RequestRecord(key=key, message_id=message_id, arrived=float(arrived), updated=float(updated),
                          sender=sender, subject=subject, outcome=outcome, reason=reason,
@@ -92,6 +96,13 @@ def _record(row: tuple) -> RequestRecord:
 class RequestHistory:
     """The history half of the Ledger (a mixin: it uses the ledger's ``_rows``,
     ``_count``, ``_transaction`` and ``_clock``)."""
+
+    if TYPE_CHECKING:  # supplied by Ledger and its backends
+        def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+        def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any: ...
+        def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int: ...
+        def _transaction(self, lock: str | None = None) -> AbstractContextManager[None]: ...
+        def _clock(self) -> float: ...
 
     def record_request(self, record: RequestRecord) -> None:
         """Insert or update one request's row (durable when it returns)."""
@@ -113,7 +124,7 @@ class RequestHistory:
         """One page, newest first, and how many rows match the filters."""
         where, params = history_filters(query)
         total = int(self._one(f"SELECT COUNT(*) FROM requests WHERE {where}", params)[0])
-        cursor_sql, cursor_params = "", ()
+        cursor_sql, cursor_params = "", tuple[Any, ...]()
         if query.before is not None:
             arrived, key = query.before
             cursor_sql = " AND (arrived < ? OR (arrived = ? AND key < ?))"
@@ -163,7 +174,7 @@ class RequestHistory:
                            (before, *FINAL_OUTCOMES))
 
 
-def request_params(record: RequestRecord, now: float) -> tuple:
+def request_params(record: RequestRecord, now: float) -> tuple[Any, ...]:
     # ``updated`` is the ledger's clock at the write: the live page asks "since".
     return (record.key, record.message_id, record.arrived, now, record.sender,
             record.subject, record.outcome, record.reason, record.seconds, record.worker,
