@@ -22,11 +22,12 @@ import argparse
 import json
 import logging
 import random
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -45,42 +46,49 @@ from animalid.web.operations import Operations
 from animalid.web.settings import WebSettings
 from animalid.web.sources import LocalState
 
+WATCHER = r"""
+import sys, threading, time, urllib.request
+url, every = sys.argv[1], float(sys.argv[2])
+def stream():
+    with urllib.request.urlopen(url + "events", timeout=600) as events:
+        for line in events:
+            if line.startswith(b"event:"):
+                print("event", flush=True)
+threading.Thread(target=stream, daemon=True).start()
+while True:
+    time.sleep(every)
+    for path in ("metrics", "api/requests?limit=50", "api/overview"):
+        with urllib.request.urlopen(url + path, timeout=60) as response:
+            response.read()
+        print("fetch", flush=True)
+"""
+
 
 class Watcher:
-    """Someone watching: the live stream open and read, metrics and the table fetched."""
+    """Someone watching, in a process of its own (its CPU is not the server's): the live
+    stream open and read, and /metrics, the table and the overview fetched every ``every`` s."""
 
     def __init__(self, url: str, every: float):
-        self.url, self.every = url, every
-        self.stop = threading.Event()
-        self.fetches = 0
-        self.events = 0
-        self.threads = [threading.Thread(target=self._stream, daemon=True),
-                        threading.Thread(target=self._poll, daemon=True)]
-        for thread in self.threads:
-            thread.start()
-
-    def _stream(self) -> None:
-        with urllib.request.urlopen(self.url + "events", timeout=60) as stream:
-            while not self.stop.is_set():
-                line = stream.readline()
-                if not line:
-                    return
-                self.events += line.startswith(b"event:")
-
-    def _poll(self) -> None:
-        while not self.stop.wait(self.every):
-            for path in ("metrics", "api/requests?limit=50", "api/overview"):
-                with urllib.request.urlopen(self.url + path, timeout=60) as response:
-                    response.read()
-                self.fetches += 1
+        self.proc = subprocess.Popen([sys.executable, "-c", WATCHER, url, str(every)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.fetches = self.events = 0
 
     def close(self) -> None:
-        self.stop.set()
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        self.fetches, self.events = out.count("fetch"), out.count("event")
+
+
+def cpu_seconds() -> float:
+    """User and system CPU of this process so far (the server, the hub's SMTP front, the burst)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def one_burst(hub, config_path: Path, classifier, count: int, page: bool, scrape: float,
-              folder: Path) -> tuple[float, Watcher | None]:
-    """Seconds from the first request sent until the server has answered ``count``."""
+              folder: Path) -> tuple[float, float, Watcher | None]:
+    """Seconds from the first request sent until the server has answered ``count``, and
+    this process's CPU seconds meanwhile."""
     empty_mailbox(config_path, "server")
     for client in CLIENTS:
         empty_mailbox(make_config(hub, folder, client, receive="imap", server_receive="imap",
@@ -96,11 +104,11 @@ def one_burst(hub, config_path: Path, classifier, count: int, page: bool, scrape
             warm = build_request(hub.address(CLIENTS[0]), hub.server, [("warm-up.png", photo("tiger.png"))])
             submit(hub, hub.address(CLIENTS[0]), warm)
             wait_for(lambda: server.handled >= 1, timeout=300, what="the warm-up answer")
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), cpu_seconds()
             burst = Burst(hub, count).start()
             burst.join()
             wait_for(lambda: server.handled >= 1 + count, timeout=1800, what="the burst answered")
-            return time.perf_counter() - started, watcher
+            return time.perf_counter() - started, cpu_seconds() - cpu, watcher
     finally:
         if watcher is not None:
             watcher.close()
@@ -118,21 +126,25 @@ def bursts(args) -> None:
         classifier = edge.classifier(load_config(config_path))
         classifier.load()
         times: dict[str, list[float]] = {"without": [], "with": []}
+        cpus: dict[str, list[float]] = {"without": [], "with": []}
         watchers: list[Watcher] = []
         for round_ in range(args.rounds):
             for arm in ("without", "with") if round_ % 2 == 0 else ("with", "without"):
-                seconds, watcher = one_burst(hub, config_path, classifier, args.burst, arm == "with",
-                                             args.scrape, folder)
+                seconds, cpu, watcher = one_burst(hub, config_path, classifier, args.burst, arm == "with",
+                                                  args.scrape, folder)
                 times[arm].append(seconds)
+                cpus[arm].append(cpu)
                 if watcher is not None:
                     watchers.append(watcher)
                 print(f"round {round_ + 1}, {arm:>7} the page: {seconds:.2f} s "
-                      f"({args.burst / seconds:.2f} requests/s)", flush=True)
+                      f"({args.burst / seconds:.2f} requests/s), {cpu:.2f} CPU s", flush=True)
         without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
-        print(f"burst of {args.burst}, IMAP IDLE, real classifier: median {without:.2f} s without the page, "
-              f"{with_:.2f} s with it: {100 * (with_ / without - 1):+.1f}% "
-              f"(watcher: {sum(w.fetches for w in watchers)} fetches, "
-              f"{sum(w.events for w in watchers)} live events)")
+        cpu_without, cpu_with = statistics.median(cpus["without"]), statistics.median(cpus["with"])
+        print(f"burst of {args.burst}, IMAP IDLE, real classifier, medians of {args.rounds}: "
+              f"{without:.2f} s without the page, {with_:.2f} s with it ({100 * (with_ / without - 1):+.1f}% "
+              f"wall clock); CPU {cpu_without:.2f} s without, {cpu_with:.2f} s with "
+              f"({100 * (cpu_with / cpu_without - 1):+.1f}%) (watcher: {sum(w.fetches for w in watchers)} "
+              f"fetches, {sum(w.events for w in watchers)} live events)")
     finally:
         hub.stop()
         shutil.rmtree(state, ignore_errors=True)

@@ -69,6 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", response.content_type)
         for name, value in response.headers:
             self.send_header(name, value)
+        if response.stream is not None and self.command == "HEAD":
+            response.stream.close()  # the headers say what a GET would stream
+            response.stream = None
         if response.stream is not None:
             self.send_header("Connection", "close")
             self.close_connection = True

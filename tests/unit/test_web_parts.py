@@ -249,3 +249,34 @@ def test_recent_errors_counts_the_last_hour():
     finally:
         logger.removeHandler(errors)
     assert summary["count"] == 1 and summary["latest"][0]["text"] == "classifier failed: boom"
+
+
+def test_the_server_on_a_socket_streams_events_and_stops_with_them_open():
+    import urllib.request
+
+    from animalid.history import HistoryPage
+    from animalid.web.app import WebApp
+
+    class History:
+        def request_page(self, query):
+            return HistoryPage()
+
+    hub = EventHub()
+    app = WebApp(History(), Metrics(process=False), hub, Access(""), overview=lambda: {"queue_depth": 4})
+    server = bind(app, "127.0.0.1", 0, on_close=hub.close).start()
+    try:
+        with urllib.request.urlopen(server.url + "livez", timeout=10) as response:
+            assert response.status == 200 and response.read() == b"ok\n"
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        request = urllib.request.Request(server.url + "events", method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+        stream = urllib.request.urlopen(server.url + "events", timeout=10)
+        assert stream.readline().startswith(b"retry:")
+        stream.readline()
+        assert stream.readline() == b"event: summary\n"
+        assert stream.readline() == b'data: {"queue_depth":4}\n'
+    finally:
+        server.close()  # ends the open stream rather than waiting for it
+    assert stream.read() == b"\n"  # the blank line that ended the last event, then EOF
+    stream.close()
