@@ -21,13 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import resource
 import shutil
+import socketserver
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -79,6 +82,38 @@ class Watcher:
         self.fetches, self.events = out.count("fetch"), out.count("event")
 
 
+class WebCpu:
+    """CPU seconds spent by the page's own threads: each HTTP handler thread (counted as it
+    ends) and the long-lived feed, thumbnail and pruning threads (read from /proc)."""
+
+    def __init__(self) -> None:
+        self.handlers = 0.0
+        self._lock = threading.Lock()
+        original = socketserver.ThreadingMixIn.process_request_thread
+
+        def counted(server, request, address):  # type: ignore[no-untyped-def]
+            try:
+                original(server, request, address)
+            finally:
+                with self._lock:
+                    self.handlers += time.thread_time()
+
+        socketserver.ThreadingMixIn.process_request_thread = counted  # type: ignore[method-assign]
+
+    @staticmethod
+    def threads() -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                if (task / "comm").read_text().startswith(("animalid-web", "animalid-thumb")):
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        return total
+
+
 def cpu_seconds() -> float:
     """User and system CPU of this process so far (the server, the hub's SMTP front, the burst)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -86,7 +121,7 @@ def cpu_seconds() -> float:
 
 
 def one_burst(hub, config_path: Path, classifier, count: int, page: bool, scrape: float,
-              folder: Path) -> tuple[float, float, Watcher | None]:
+              folder: Path, web_cpu: WebCpu) -> tuple[float, float, float, Watcher | None]:
     """Seconds from the first request sent until the server has answered ``count``, and
     this process's CPU seconds meanwhile."""
     empty_mailbox(config_path, "server")
@@ -105,10 +140,14 @@ def one_burst(hub, config_path: Path, classifier, count: int, page: bool, scrape
             submit(hub, hub.address(CLIENTS[0]), warm)
             wait_for(lambda: server.handled >= 1, timeout=300, what="the warm-up answer")
             started, cpu = time.perf_counter(), cpu_seconds()
+            page_cpu = web_cpu.handlers + web_cpu.threads()
             burst = Burst(hub, count).start()
             burst.join()
             wait_for(lambda: server.handled >= 1 + count, timeout=1800, what="the burst answered")
-            return time.perf_counter() - started, cpu_seconds() - cpu, watcher
+            if operations is not None and operations.thumbnails is not None:
+                operations.thumbnails.drain(60)  # their CPU counts too
+            page_cpu = web_cpu.handlers + web_cpu.threads() - page_cpu
+            return time.perf_counter() - started, cpu_seconds() - cpu, page_cpu, watcher
     finally:
         if watcher is not None:
             watcher.close()
@@ -127,17 +166,22 @@ def bursts(args) -> None:
         classifier.load()
         times: dict[str, list[float]] = {"without": [], "with": []}
         cpus: dict[str, list[float]] = {"without": [], "with": []}
+        page_cpus: list[float] = []
+        web_cpu = WebCpu()
         watchers: list[Watcher] = []
         for round_ in range(args.rounds):
             for arm in ("without", "with") if round_ % 2 == 0 else ("with", "without"):
-                seconds, cpu, watcher = one_burst(hub, config_path, classifier, args.burst, arm == "with",
-                                                  args.scrape, folder)
+                seconds, cpu, page_cpu, watcher = one_burst(hub, config_path, classifier, args.burst,
+                                                            arm == "with", args.scrape, folder, web_cpu)
                 times[arm].append(seconds)
                 cpus[arm].append(cpu)
+                if arm == "with":
+                    page_cpus.append(page_cpu)
                 if watcher is not None:
                     watchers.append(watcher)
                 print(f"round {round_ + 1}, {arm:>7} the page: {seconds:.2f} s "
-                      f"({args.burst / seconds:.2f} requests/s), {cpu:.2f} CPU s", flush=True)
+                      f"({args.burst / seconds:.2f} requests/s), {cpu:.2f} CPU s"
+                      + (f", of which the page's threads {page_cpu:.3f} s" if arm == "with" else ""), flush=True)
         without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
         cpu_without, cpu_with = statistics.median(cpus["without"]), statistics.median(cpus["with"])
         print(f"burst of {args.burst}, IMAP IDLE, real classifier, medians of {args.rounds}: "
@@ -145,6 +189,10 @@ def bursts(args) -> None:
               f"wall clock); CPU {cpu_without:.2f} s without, {cpu_with:.2f} s with "
               f"({100 * (cpu_with / cpu_without - 1):+.1f}%) (watcher: {sum(w.fetches for w in watchers)} "
               f"fetches, {sum(w.events for w in watchers)} live events)")
+        page = statistics.median(page_cpus)
+        print(f"the page's own threads (HTTP handlers, live feed, thumbnails): median {page:.3f} CPU s "
+              f"per burst = {100 * page / cpu_with:.2f}% of the burst's CPU, "
+              f"{100 * page / with_:.2f}% of one core over the burst")
     finally:
         hub.stop()
         shutil.rmtree(state, ignore_errors=True)
