@@ -98,6 +98,7 @@ class RequestRecord:
     images: tuple[ImageResult, ...] = ()
     message_id: str = ""
     updated: float = 0.0
+    origin: str = ""  # the key of its first row: the row's identity when the key changes
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -121,7 +122,7 @@ class RequestRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The row as /api/requests and the live page get it: plain text, the page escapes."""
-        return {"key": self.key, "message_id": self.message_id, "arrived": self.arrived,
+        return {"id": self.origin or self.key, "key": self.key, "message_id": self.message_id, "arrived": self.arrived,
                 "updated": self.updated, "sender": self.sender, "subject": self.subject,
                 "outcome": self.outcome, "reason": self.reason, "seconds": self.seconds,
                 "worker": self.worker, "images": [image.to_json() for image in self.images]}

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any, Callable, Sequence
 
-from animalid.history import ImageResult
+from animalid.history import ANSWERED, ImageResult
 from animalid.web.access import Access
 from animalid.web.app import WebApp
 from animalid.web.errorlog import RecentErrors
@@ -65,8 +65,8 @@ class Operations:
         for a request that was answered, for thumbnails."""
         results = [ImageResult.from_answer(answer).result for answer in answers]
         self.metrics.request_finished(outcome, seconds, results)
-        if photos and self.thumbnails is not None:
-            self.thumbnails.submit(key, list(photos))
+        if photos and outcome == ANSWERED and self.thumbnails is not None:
+            self.thumbnails.submit(key, list(photos))  # never a refused or ignored sender's
         self.feed.notify()
 
     def classified(self, seconds: float) -> None:

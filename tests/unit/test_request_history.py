@@ -147,7 +147,10 @@ def test_final_states_write_the_row_in_the_same_transaction(ledger, clock):
 def test_a_carried_claim_takes_its_row_along_and_pages_are_listed(ledger):
     ledger.record_request(record(1, WORKING))
     ledger.carry("imap:1:1", "imap:1:99")
-    assert [r.key for r in ledger.request_page(HistoryQuery()).rows] == ["imap:1:99"]
+    ledger.mark_refused("imap:1:99", reason="sender not allowed")
+    (row,) = ledger.request_page(HistoryQuery()).rows
+    assert (row.key, row.outcome, row.origin) == ("imap:1:99", REFUSED, "imap:1:1")
+    assert row.to_json()["id"] == "imap:1:1"  # the page's row keeps its identity
     ledger.set_page("w1", "http://127.0.0.1:8470/")
     ledger.set_page("w2", "")
     assert ledger.pages() == {"w1": "http://127.0.0.1:8470/"} and ledger.ping() == ""

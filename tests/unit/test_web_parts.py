@@ -280,3 +280,25 @@ def test_the_server_on_a_socket_streams_events_and_stops_with_them_open():
         server.close()  # ends the open stream rather than waiting for it
     assert stream.read() == b"\n"  # the blank line that ended the last event, then EOF
     stream.close()
+
+
+def test_operations_keep_thumbnails_of_answered_requests_only(tmp_path):
+    from animalid.history import REFUSED
+    from animalid.web.operations import Operations
+    from animalid.web.sources import LocalState
+
+    class Nothing:
+        def requests_since(self, since, limit=100):
+            return []
+
+    operations = Operations(WebSettings(listen="", keep_days=1, thumbnails=tmp_path), Nothing(), Nothing(),
+                            LocalState("w", lambda: 0, lambda: 0), Metrics(process=False))
+    operations.request_finished("imap:1:1", REFUSED, None, [], [jpeg(40, 40)])
+    operations.request_finished("imap:1:2", ANSWERED, 1.5, [{"file": "a.jpg", "error": "too large"}],
+                                [jpeg(40, 40)])
+    assert operations.thumbnails.drain(10)
+    operations.close()
+    assert not operations.thumbnails.has("imap:1:1", 0) and operations.thumbnails.has("imap:1:2", 0)
+    text = operations.metrics.exposition().decode()
+    assert 'animalid_requests_total{outcome="refused"} 1.0' in text
+    assert 'animalid_images_total{result="error"} 1.0' in text

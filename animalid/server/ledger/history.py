@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS requests (
     reason TEXT NOT NULL DEFAULT '',
     seconds {real},
     worker TEXT NOT NULL DEFAULT '',
-    images TEXT NOT NULL DEFAULT '[]'
+    images TEXT NOT NULL DEFAULT '[]',
+    origin TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_by_arrived ON requests (arrived, key);
 CREATE INDEX IF NOT EXISTS requests_by_updated ON requests (updated);
@@ -42,12 +43,12 @@ CREATE TABLE IF NOT EXISTS pages (
 )
 """
 HISTORY_TABLES = ("requests", "pages")
-_COLUMNS = "key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images"
+_COLUMNS = "key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images, origin"
 # A final outcome never goes back to "working" (a late start from a worker
 # whose claim was taken over); subject and sender are kept when the newer
 # write does not know them.
 UPSERT_REQUEST = (
-    f"INSERT INTO requests ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO requests ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(key) DO UPDATE SET updated = excluded.updated, outcome = excluded.outcome, "
     "reason = excluded.reason, seconds = excluded.seconds, worker = excluded.worker, "
     "images = CASE WHEN excluded.images != '[]' THEN excluded.images ELSE requests.images END, "
@@ -86,11 +87,11 @@ def history_filters(query: HistoryQuery) -> tuple[str, tuple[Any, ...]]:
 
 
 def _record(row: tuple[Any, ...]) -> RequestRecord:
-    key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images = row
+    key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images, origin = row
     return RequestRecord(key=key, message_id=message_id, arrived=float(arrived), updated=float(updated),
                          sender=sender, subject=subject, outcome=outcome, reason=reason,
                          seconds=None if seconds is None else float(seconds), worker=worker,
-                         images=RequestRecord.images_from_json(images))
+                         images=RequestRecord.images_from_json(images), origin=origin)
 
 
 class RequestHistory:
@@ -178,4 +179,4 @@ def request_params(record: RequestRecord, now: float) -> tuple[Any, ...]:
     # ``updated`` is the ledger's clock at the write: the live page asks "since".
     return (record.key, record.message_id, record.arrived, now, record.sender,
             record.subject, record.outcome, record.reason, record.seconds, record.worker,
-            record.images_json())
+            record.images_json(), record.origin or record.key)

@@ -13,6 +13,8 @@
                   window: "hour", charts: {} };
 
   const $ = (id) => document.getElementById(id);
+  // A row keeps its id when its mailbox key changes (a claim returned to the queue).
+  const rowId = (row) => row.id || row.key;
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -118,7 +120,7 @@
     state.rowsByKey.clear();
     for (const row of rows) {
       const tr = rowElement(row);
-      state.rowsByKey.set(row.key, { row, tr });
+      state.rowsByKey.set(rowId(row), { row, tr });
       body.appendChild(tr);
     }
     showCount();
@@ -127,12 +129,12 @@
   // A live row: replace it where it is, or put it in place by arrival time
   // (only on the first page, and only when it matches the filters).
   function upsert(row) {
-    const known = state.rowsByKey.get(row.key);
+    const known = state.rowsByKey.get(rowId(row));
     if (known) {
       const tr = rowElement(row);
       tr.classList.add("fresh");
       known.tr.replaceWith(tr);
-      state.rowsByKey.set(row.key, { row, tr });
+      state.rowsByKey.set(rowId(row), { row, tr });
       return;
     }
     if (state.pages.length || !matches(row)) return;
@@ -150,11 +152,11 @@
       }
     }
     body.insertBefore(tr, before);
-    state.rowsByKey.set(row.key, { row, tr });
+    state.rowsByKey.set(rowId(row), { row, tr });
     // Keep the map in table order (Map keeps insertion order).
     const ordered = [...body.children];
     const byTr = new Map([...state.rowsByKey.values()].map((v) => [v.tr, v]));
-    state.rowsByKey = new Map(ordered.map((t) => [byTr.get(t).row.key, byTr.get(t)]));
+    state.rowsByKey = new Map(ordered.map((t) => [rowId(byTr.get(t).row), byTr.get(t)]));
     while (state.rowsByKey.size > PAGE) {
       const lastKey = [...state.rowsByKey.keys()].pop();
       state.rowsByKey.get(lastKey).tr.remove();
