@@ -247,11 +247,37 @@ def paging(args) -> None:
             print(f"charts, last day: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
             median, worst, _ = timed(url + "api/overview", args.repeat)
             print(f"overview (workers, counts): median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+            in_browser(url, args.rows)
         finally:
             operations.close()
             ledger.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def in_browser(url: str, rows: int, loads: int = 5) -> None:
+    """The page in headless Chromium: from navigation to the first 50 rows drawn, and one
+    "Older" click to the next 50 drawn (medians)."""
+    from animalid.testing.browser import browser_missing, headless_chromium
+
+    if browser_missing():
+        print(f"in a browser: skipped ({browser_missing()})")
+        return
+    total = f"of {rows:,}"
+    shown = "return document.getElementById('count').textContent"
+    load, older = [], []
+    with headless_chromium() as driver:
+        for _ in range(loads):
+            started = time.perf_counter()
+            driver.get(url)
+            wait_for(lambda: total in driver.execute_script(shown), timeout=60, what="the first page")
+            load.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            driver.find_element("id", "older").click()
+            wait_for(lambda: driver.execute_script(shown).startswith("rows 51"), timeout=60, what="page 2")
+            older.append(time.perf_counter() - started)
+    print(f"in Chromium: page loaded with its first 50 of {rows} rows in {statistics.median(load) * 1000:.0f} ms, "
+          f"'Older' to the next 50 in {statistics.median(older) * 1000:.0f} ms (medians of {loads})")
 
 
 def main(argv=None) -> int:
