@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from animalid.contract import COULD_NOT_IDENTIFY, NO_ANIMAL, headline, warnings_of
 
@@ -54,7 +55,7 @@ class ImageResult:
     result: str = IDENTIFIED  # one of IMAGE_RESULTS
 
     @classmethod
-    def from_answer(cls, answer: dict) -> "ImageResult":
+    def from_answer(cls, answer: dict[str, Any]) -> "ImageResult":
         if "error" in answer:
             return cls(_cut(answer.get("file")), _cut(f"error: {answer['error']}"), None, (), IMAGE_ERROR)
         name = answer.get("common_name", "")
@@ -69,17 +70,17 @@ class ImageResult:
     def threatened(self) -> bool:
         return any(flag in THREATENED for flag in self.flags)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "headline": self.headline, "probability": self.probability,
                 "flags": list(self.flags), "result": self.result}
 
     @classmethod
-    def from_json(cls, data: dict) -> "ImageResult":
+    def from_json(cls, data: dict[str, Any]) -> "ImageResult":
         probability = data.get("probability")
         return cls(_cut(data.get("file")), _cut(data.get("headline")),
                    float(probability) if isinstance(probability, (int, float)) else None,
                    tuple(str(flag) for flag in data.get("flags") or ()),
-                   data.get("result") if data.get("result") in IMAGE_RESULTS else IDENTIFIED)
+                   str(data["result"]) if data.get("result") in IMAGE_RESULTS else IDENTIFIED)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class RequestRecord:
     images: tuple[ImageResult, ...] = ()
     message_id: str = ""
     updated: float = 0.0
+    origin: str = ""  # the key of its first row: the row's identity when the key changes
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -118,9 +120,9 @@ class RequestRecord:
             return ()
         return tuple(ImageResult.from_json(item) for item in data if isinstance(item, dict))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The row as /api/requests and the live page get it: plain text, the page escapes."""
-        return {"key": self.key, "message_id": self.message_id, "arrived": self.arrived,
+        return {"id": self.origin or self.key, "key": self.key, "message_id": self.message_id, "arrived": self.arrived,
                 "updated": self.updated, "sender": self.sender, "subject": self.subject,
                 "outcome": self.outcome, "reason": self.reason, "seconds": self.seconds,
                 "worker": self.worker, "images": [image.to_json() for image in self.images]}

@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
             print(status_report(settings, edge.mailbox(config, "server", settings.receive)))
             return ExitStatus.OK
         server = edge.server(config, receive=args.receive)
+        operations = None
+        if not args.once:  # a cron run ends before anyone could look at a page
+            from animalid.cli.operations import build_labels, start_operations
+
+            web = edge.web_settings(config)
+            if web.enabled:
+                operations = start_operations(server, web, *build_labels(config))
         try:
             server.open()
             server.run(once=args.once)
@@ -98,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 server.close()
             except KeyboardInterrupt:
                 pass
+            finally:
+                if operations is not None:
+                    operations.close()
         return ExitStatus.OK
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -2,8 +2,9 @@
 the mailbox and the shared ledger (no lock taken, no model loaded, nothing changed).
 
 It prints the queue (requests waiting in the watched folder), the workers
-seen lately, the claims each holds in the claims folder with their age and
-lease, and the recent outcomes from the ledger.
+seen lately with the address of each one's operations page, the claims each
+holds in the claims folder with their age and lease, and the recent outcomes
+from the ledger.
 """
 
 from __future__ import annotations
@@ -38,12 +39,16 @@ def status_report(settings: ServerSettings, mailbox: Mailbox, now: Callable[[], 
         if receive == "imap" and box.supports_claims():
             seen = ledger.workers_seen(clock - lease)
             lines.append(f"workers   {len(seen)} renewed their leases in the last {lease:g} s")
+            pages = ledger.pages()
             for worker, at in seen.items():
-                lines.append(f"  {worker:<28} last beat {clock - at:.0f} s ago")
+                page = f", page {pages[worker]}" if pages.get(worker) else ""
+                lines.append(f"  {worker:<28} last beat {clock - at:.0f} s ago{page}")
             uidvalidity, uids = box.list_folder(claims_folder, create=False)
             lines += _claims(ledger, claims_folder, uidvalidity, uids, lease, clock)
         else:
             lines.append("claims    none: this mailbox has one server (POP3, or IMAP without MOVE/UIDPLUS)")
+            for worker, url in ledger.pages().items():
+                lines.append(f"page      {url} ({worker})")
         box.end_pass()
         lines += _outcomes(ledger, clock)
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from http.cookies import CookieError, SimpleCookie
+from typing import Mapping
 
 COOKIE = "animalid_token"
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
@@ -68,7 +69,7 @@ class Access:
     def needs_token(self) -> bool:
         return bool(self._token)
 
-    def allows(self, headers) -> bool:
+    def allows(self, headers: Mapping[str, str]) -> bool:
         """Whether a request with these headers (a Message / mapping) may read the page."""
         if not self._token:
             return is_loopback_host(host_of(headers.get("Host", "") or ""))

@@ -23,10 +23,10 @@ import mimetypes
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Generator, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from animalid.history import RequestRecord
+from animalid.history import ANSWERED, IMAGE_ERROR, RequestRecord
 from animalid.web import charts
 from animalid.web.access import Access
 from animalid.web.events import KEEPALIVE_S, Closed, Event, EventHub, format_event, keepalive, retry_hint
@@ -35,7 +35,7 @@ from animalid.web.headers import SECURITY_HEADERS
 from animalid.web.health import readiness_text, run_checks
 from animalid.web.metrics import CONTENT_TYPE, Metrics
 from animalid.web.sources import Check, HistorySource
-from animalid.web.thumbnails import ThumbnailStore
+from animalid.web.thumbnails import ThumbnailStore, thumbnail_name
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 OPEN_PATHS = ("/livez", "/readyz")  # probes may ask without the token
 JSON = "application/json; charset=utf-8"
 TEXT = "text/plain; charset=utf-8"
+THUMB_PENDING_S = 120.0
 
 
 @dataclass
@@ -66,22 +67,31 @@ class Response:
     content_type: str = TEXT
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
-    stream: Iterator[bytes] | None = None  # chunks written as they come (SSE)
+    stream: Generator[bytes, None, None] | None = None  # chunks written as they come (SSE)
 
     @classmethod
-    def text(cls, status: int, text: str, **kwargs) -> "Response":
-        return cls(status, TEXT, text.encode("utf-8"), **kwargs)
+    def text(cls, status: int, text: str, headers: list[tuple[str, str]] | None = None) -> "Response":
+        return cls(status, TEXT, text.encode("utf-8"), headers or [])
 
     @classmethod
-    def json(cls, data, status: int = 200) -> "Response":
+    def json(cls, data: Any, status: int = 200) -> "Response":
         return cls(status, JSON, json.dumps(data, separators=(",", ":")).encode("utf-8"))
 
 
-def render_row(record: RequestRecord, thumbnails: ThumbnailStore | None) -> dict:
-    """A history row as the page and the API get it, with each photo's thumbnail URL."""
+def render_row(record: RequestRecord, thumbnails: ThumbnailStore | None,
+               now: float | None = None) -> dict[str, Any]:
+    """A history row as the page and the API get it, with each photo's thumbnail URL.
+
+    A thumbnail is made in the background after the answer, so a row answered a
+    moment ago names its thumbnail before the file is there: the page retries it.
+    """
     data = record.to_json()
+    now = time.time() if now is None else now
+    fresh = record.outcome == ANSWERED and now - record.updated < THUMB_PENDING_S
     for index, image in enumerate(data["images"]):
-        name = thumbnails.has(record.key, index) if thumbnails is not None else ""
+        name = ""
+        if thumbnails is not None and thumbnails.enabled and image["result"] != IMAGE_ERROR:
+            name = thumbnails.has(record.key, index) or (thumbnail_name(record.key, index) if fresh else "")
         image["thumb"] = f"/thumbs/{name}" if name else ""
     return data
 
@@ -90,8 +100,8 @@ class WebApp:
     """One server's page and endpoints (see the module docstring)."""
 
     def __init__(self, history: HistorySource, metrics: Metrics, hub: EventHub, access: Access,
-                 overview: Callable[[], dict], checks: Sequence[Check] = (),
-                 thumbnails: ThumbnailStore | None = None, clock=time.time):
+                 overview: Callable[[], dict[str, Any]], checks: Sequence[Check] = (),
+                 thumbnails: ThumbnailStore | None = None, clock: Callable[[], float] = time.time):
         self.history, self.metrics, self.hub, self.access = history, metrics, hub, access
         self.overview, self.checks, self.thumbnails = overview, list(checks), thumbnails
         self._clock = clock
@@ -107,7 +117,7 @@ class WebApp:
             "/readyz": self._readyz,
         }
 
-    def render(self, record: RequestRecord) -> dict:
+    def render(self, record: RequestRecord) -> dict[str, Any]:
         return render_row(record, self.thumbnails)
 
     # -- dispatch -----------------------------------------------------------------
@@ -204,7 +214,7 @@ class WebApp:
             return Response.text(503, "too many live pages open; close one or reload later\n",
                                  headers=[("Retry-After", "10")])
 
-        def stream() -> Iterator[bytes]:
+        def stream() -> Generator[bytes, None, None]:
             with subscription:
                 yield retry_hint()
                 yield format_event(Event("summary", self.overview()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from animalid.history import Timing
 
@@ -34,7 +34,7 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def series(timings: Sequence[Timing], now: float, window: Window) -> dict:
+def series(timings: Sequence[Timing], now: float, window: Window) -> dict[str, Any]:
     """Bucketed requests per minute and p50/p90/p99 of arrival-to-reply seconds.
 
     Buckets end at ``now`` rounded up to the bucket, so a refresh moves the

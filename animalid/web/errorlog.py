@@ -12,6 +12,7 @@ import collections
 import logging
 import threading
 import time
+from typing import Any, Callable
 
 KEEP = 200
 WINDOW_S = 3600.0
@@ -21,7 +22,7 @@ SHOWN = 10
 class RecentErrors(logging.Handler):
     """Warnings and errors of this process, newest last."""
 
-    def __init__(self, clock=time.time, keep: int = KEEP):
+    def __init__(self, clock: Callable[[], float] = time.time, keep: int = KEEP):
         super().__init__(level=logging.WARNING)
         self._clock = clock
         self._records: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=keep)
@@ -35,7 +36,7 @@ class RecentErrors(logging.Handler):
         with self._guard:
             self._records.append((self._clock(), record.levelname.lower(), message))
 
-    def summary(self, window_s: float = WINDOW_S, shown: int = SHOWN) -> dict:
+    def summary(self, window_s: float = WINDOW_S, shown: int = SHOWN) -> dict[str, Any]:
         """How many in the window, and the latest few (time, level, text)."""
         since = self._clock() - window_s
         with self._guard:

@@ -14,6 +14,7 @@ import json
 import queue
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 MAX_SUBSCRIBERS = 32  # each open page holds one HTTP thread
 QUEUE_SIZE = 512
@@ -24,7 +25,7 @@ RETRY_MS = 3000  # how soon a browser reconnects after the stream drops
 @dataclass(frozen=True)
 class Event:
     kind: str
-    data: dict
+    data: dict[str, Any]
 
 
 class Closed(Exception):
@@ -91,7 +92,7 @@ class Subscription:
     def __enter__(self) -> "Subscription":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -104,7 +105,6 @@ class EventHub:
         self._max = max_subscribers
         self._size = queue_size
         self._closed = False
-        self._next_id = 0
 
     @property
     def subscribers(self) -> int:
@@ -125,13 +125,12 @@ class EventHub:
             if subscription in self._subscribers:
                 self._subscribers.remove(subscription)
 
-    def publish(self, kind: str, data: dict) -> int:
+    def publish(self, kind: str, data: dict[str, Any]) -> int:
         """Queue an event for every stream; returns how many got it. A stream whose
         queue is full is dropped: its browser reconnects and reloads."""
         event = Event(kind, data)
         delivered = 0
         with self._lock:
-            self._next_id += 1
             for subscription in list(self._subscribers):
                 if subscription.offer(event):
                     delivered += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from animalid.history import RequestRecord
 from animalid.web.events import EventHub
@@ -23,14 +23,15 @@ from animalid.web.sources import HistorySource
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
-SUMMARY_S = 5.0
+SUMMARY_S = 2.0
 OVERLAP_S = 5.0
 BATCH = 500
 
 
 class LiveFeed:
-    def __init__(self, history: HistorySource, hub: EventHub, render: Callable[[RequestRecord], dict],
-                 summary: Callable[[], dict], clock=time.time, poll_s: float = POLL_S):
+    def __init__(self, history: HistorySource, hub: EventHub, render: Callable[[RequestRecord], dict[str, Any]],
+                 summary: Callable[[], dict[str, Any]], clock: Callable[[], float] = time.time,
+                 poll_s: float = POLL_S):
         self._history, self._hub = history, hub
         self._render, self._summary = render, summary
         self._clock, self._poll_s = clock, poll_s

@@ -35,7 +35,7 @@ def _first(params: Mapping[str, Sequence[str]], name: str) -> str:
     return values[0].strip()
 
 
-def _number(params, name: str) -> float | None:
+def _number(params: Mapping[str, Sequence[str]], name: str) -> float | None:
     text = _first(params, name)
     if not text:
         return None
@@ -48,7 +48,7 @@ def _number(params, name: str) -> float | None:
     return value
 
 
-def _limit(params) -> int:
+def _limit(params: Mapping[str, Sequence[str]]) -> int:
     text = _first(params, "limit")
     if not text:
         return DEFAULT_LIMIT

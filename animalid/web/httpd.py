@@ -20,6 +20,7 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Generator
 
 from animalid.web.app import Request, WebApp
 
@@ -36,7 +37,7 @@ def split_listen(listen: str) -> tuple[str, int]:
         host, sep, port = text[1:].partition("]:")
     else:
         host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise ValueError(f"{listen!r} is not host:port (for example 127.0.0.1:8470)")
     return host or "127.0.0.1", int(port)
 
@@ -59,7 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         try:
-            response = self.app.handle(Request(self.command, self.path, self.headers))
+            response = self.app.handle(Request(self.command, self.path, dict(self.headers.items())))
         except Exception:  # noqa: BLE001 - one bad request must not take the page down
             log.exception("web: %s %s failed", self.command, self.path[:200])
             self.send_error(500, "internal error (see the server's log)")
@@ -68,6 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", response.content_type)
         for name, value in response.headers:
             self.send_header(name, value)
+        if response.stream is not None and self.command == "HEAD":
+            response.stream.close()  # the headers say what a GET would stream
+            response.stream = None
         if response.stream is not None:
             self.send_header("Connection", "close")
             self.close_connection = True
@@ -79,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(response.body)
 
-    def _stream(self, chunks) -> None:
+    def _stream(self, chunks: Generator[bytes, None, None]) -> None:
         try:
             for chunk in chunks:
                 self.wfile.write(chunk)
@@ -89,18 +93,19 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             chunks.close()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         log.debug("web: " + format, *args)
 
 
 class WebServer:
     """A bound page server; ``url`` is where it listens."""
 
-    def __init__(self, httpd: ThreadingHTTPServer, on_close=None):
+    def __init__(self, httpd: ThreadingHTTPServer, on_close: Callable[[], object] | None = None):
         self._httpd = httpd
         self._thread: threading.Thread | None = None
         self._on_close = on_close
-        host, port = httpd.server_address[:2]
+        address = httpd.server_address
+        host, port = str(address[0]), int(address[1])
         self.host, self.port = host, port
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}/"
@@ -127,7 +132,8 @@ class WebServer:
         self._httpd.server_close()
 
 
-def bind(app: WebApp, host: str, port: int, tries: int = PORT_TRIES, on_close=None) -> WebServer | None:
+def bind(app: WebApp | None, host: str, port: int, tries: int = PORT_TRIES,
+         on_close: Callable[[], object] | None = None) -> WebServer | None:
     """Bind ``host:port``, or the next free port; None (logged) when none can be had."""
     handler = type("AnimalidHandler", (_Handler,), {"app": app})
     server_class = type("AnimalidHTTPServer", (ThreadingHTTPServer,),

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from animalid.history import ImageResult, RequestRecord
+from animalid.history import ANSWERED, ImageResult
 from animalid.web.access import Access
-from animalid.web.app import WebApp, render_row
+from animalid.web.app import WebApp
 from animalid.web.errorlog import RecentErrors
 from animalid.web.events import EventHub
 from animalid.web.feed import LiveFeed
@@ -36,7 +36,8 @@ class Operations:
     def __init__(self, settings: WebSettings, history: HistorySource, workers: WorkersSource,
                  local: LocalState, metrics: Metrics, checks: Sequence[Check] = (),
                  prune_history: Callable[[], object] | None = None,
-                 pages: Callable[[], dict[str, str]] | None = None):
+                 pages: Callable[[], dict[str, str]] | None = None,
+                 on_close: Callable[[], object] | None = None):
         self.settings = settings
         self.metrics = metrics
         self.history = history
@@ -50,6 +51,7 @@ class Operations:
                           self.thumbnails)
         self.feed = LiveFeed(history, self.hub, self.app.render, self._overview)
         self._prune_history = prune_history
+        self._on_close = on_close
         self._stop = threading.Event()
         self._pruner: threading.Thread | None = None
         self.web: WebServer | None = None
@@ -58,13 +60,13 @@ class Operations:
     # -- what the serving loop tells ---------------------------------------------------
 
     def request_finished(self, key: str, outcome: str, seconds: float | None,
-                         answers: Sequence[dict] = (), photos: Sequence[bytes] = ()) -> None:
+                         answers: Sequence[dict[str, Any]] = (), photos: Sequence[bytes] = ()) -> None:
         """A request reached its outcome (its history row is written); ``photos`` only
         for a request that was answered, for thumbnails."""
         results = [ImageResult.from_answer(answer).result for answer in answers]
         self.metrics.request_finished(outcome, seconds, results)
-        if photos and self.thumbnails is not None:
-            self.thumbnails.submit(key, list(photos))
+        if photos and outcome == ANSWERED and self.thumbnails is not None:
+            self.thumbnails.submit(key, list(photos))  # never a refused or ignored sender's
         self.feed.notify()
 
     def classified(self, seconds: float) -> None:
@@ -76,9 +78,6 @@ class Operations:
     def changed(self) -> None:
         """History rows were written (work started): the pages look now."""
         self.feed.notify()
-
-    def render(self, record: RequestRecord) -> dict:
-        return render_row(record, self.thumbnails)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -112,6 +111,8 @@ class Operations:
         if self.thumbnails is not None:
             self.thumbnails.close()
         self.errors.detach()
+        if self._on_close is not None:
+            self._on_close()
 
     def prune(self) -> None:
         """Thumbnails past keep_days, and the history's old rows."""

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from typing import Any, Callable
 
 from animalid.web.errorlog import RecentErrors
-from animalid.web.sources import HistorySource, LocalState, WorkersSource
+from animalid.web.sources import ClaimLike, HistorySource, LocalState, WorkersSource
 
 WORKERS_WINDOW_S = 3600.0  # workers shown: seen in the last hour
 HOUR_S = 3600.0
 
 
 def overview(local: LocalState, workers: WorkersSource, history: HistorySource, errors: RecentErrors,
-             pages: dict[str, str] | None = None, clock=time.time) -> dict:
+             pages: dict[str, str] | None = None, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     """One JSON-ready dict for the page's header and side panels."""
     now = clock()
     lease = local.lease
     seen = workers.workers_seen(now - WORKERS_WINDOW_S)
     seen.setdefault(local.worker, now)
-    held: dict[str, list] = defaultdict(list)
+    held: dict[str, list[ClaimLike]] = defaultdict(list)
     for claim in workers.claims():
         held[claim.worker or "(recorded by no worker)"].append(claim)
     rows = []

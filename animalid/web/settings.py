@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from animalid.web.access import is_loopback_host
@@ -14,7 +14,7 @@ class WebSettings:
     """``listen`` "" turns the page off; ``token`` "" allows loopback only."""
 
     listen: str = "127.0.0.1:8470"
-    token: str = ""
+    token: str = field(default="", repr=False)  # a secret: never in a log line
     keep_days: float = 7.0
     thumbnails: Path | None = None  # the folder (in the state folder); None keeps none
 

@@ -8,7 +8,7 @@ is), so either side can change behind them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from animalid.history import HistoryPage, HistoryQuery, RequestRecord, Timing
 
@@ -46,7 +46,7 @@ class WorkersSource(Protocol):
 
     def workers_seen(self, since: float) -> dict[str, float]: ...
 
-    def claims(self) -> list: ...  # list[ClaimLike]
+    def claims(self) -> Sequence[ClaimLike]: ...
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def make_thumbnail(data: bytes, max_side: int = MAX_SIDE, quality: int = QUALITY
 class ThumbnailStore:
     """A folder of thumbnails; ``keep_days`` 0 keeps none."""
 
-    def __init__(self, folder: Path, keep_days: float, clock=time.time):
+    def __init__(self, folder: Path, keep_days: float, clock: Callable[[], float] = time.time):
         self.folder = Path(folder)
         self.keep_days = keep_days
         self._clock = clock
@@ -123,6 +124,7 @@ class ThumbnailStore:
             self._thread.start()
 
     def _work(self) -> None:
+        _lower_priority()
         while True:
             item = self._queue.get()
             if item is None:
@@ -165,3 +167,12 @@ class ThumbnailStore:
             except FileNotFoundError:
                 continue  # another worker pruned it first
         return removed
+
+
+def _lower_priority() -> None:
+    """This thread at the lowest CPU priority (Linux: a thread is a task with its own
+    nice value): thumbnails use the cores the classifier leaves idle."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: thumbnails stay small anyway

@@ -1,22 +1,22 @@
-"""The request history in the ledger (animalid/server/ledger_history.py): paging, filters, live reads."""
+"""The request history in the ledger (animalid/server/ledger/history.py): paging, filters, live reads."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from animalid.history import (ANSWERED, REFUSED, SET_ASIDE, WORKING, HistoryQuery, ImageResult,
-                              RequestRecord, decode_cursor)
+from animalid.history import (
+    ANSWERED,
+    REFUSED,
+    SET_ASIDE,
+    WORKING,
+    HistoryQuery,
+    ImageResult,
+    RequestRecord,
+    decode_cursor,
+)
 from animalid.server.ledger import SqliteLedger
-from animalid.server.ledger_history import HISTORY_SCHEMA, RequestHistory
 
-
-class HistoryLedger(RequestHistory, SqliteLedger):
-    def __init__(self, path, clock=time.time):
-        super().__init__(path, clock)
-        for statement in HISTORY_SCHEMA.format(real="REAL").split(";"):
-            self._db.execute(statement)
+HistoryLedger = SqliteLedger
 
 
 class Clock:
@@ -125,3 +125,32 @@ def test_a_query_names_what_is_wrong():
         HistoryQuery(outcome="lost")
     with pytest.raises(ValueError, match="limit 0"):
         HistoryQuery(limit=0)
+
+
+def test_final_states_write_the_row_in_the_same_transaction(ledger, clock):
+    ledger.worker = "w2"
+    ledger.record_request(record(1, WORKING, subject="garden", sender="ann@x.test"))
+    clock.now += 2
+    ledger.mark_refused("imap:1:1", "<m1@x.test>", "ann@x.test", "sender not allowed")
+    row = ledger.request_page(HistoryQuery()).rows[0]
+    assert (row.outcome, row.reason, row.subject, row.worker) == (REFUSED, "sender not allowed", "garden", "w2")
+    assert row.arrived == 1_700_000_001.0 and row.message_id == "<m1@x.test>"
+    # A message the history never saw taken up still gets its row.
+    ledger.mark_set_aside("pop3:abc", reason="the message cannot be parsed")
+    assert ledger.request_page(HistoryQuery(outcome=SET_ASIDE)).rows[0].key == "pop3:abc"
+    answered = record(3, ANSWERED)
+    ledger.mark_answered(answered.key, "<m3@x.test>", answered.sender, "1 image, 0.41 s", record=answered)
+    row = ledger.request_page(HistoryQuery(outcome=ANSWERED)).rows[0]
+    assert row.images[0].headline.startswith("Tiger") and row.seconds == 0.5 and row.worker == "w2"
+
+
+def test_a_carried_claim_takes_its_row_along_and_pages_are_listed(ledger):
+    ledger.record_request(record(1, WORKING))
+    ledger.carry("imap:1:1", "imap:1:99")
+    ledger.mark_refused("imap:1:99", reason="sender not allowed")
+    (row,) = ledger.request_page(HistoryQuery()).rows
+    assert (row.key, row.outcome, row.origin) == ("imap:1:99", REFUSED, "imap:1:1")
+    assert row.to_json()["id"] == "imap:1:1"  # the page's row keeps its identity
+    ledger.set_page("w1", "http://127.0.0.1:8470/")
+    ledger.set_page("w2", "")
+    assert ledger.pages() == {"w1": "http://127.0.0.1:8470/"} and ledger.ping() == ""

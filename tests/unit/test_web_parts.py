@@ -11,8 +11,16 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from animalid.history import (ANSWERED, IDENTIFIED, IMAGE_ERROR, NOT_IDENTIFIED, WORKING, ImageResult,
-                              RequestRecord, Timing)
+from animalid.history import (
+    ANSWERED,
+    IDENTIFIED,
+    IMAGE_ERROR,
+    NOT_IDENTIFIED,
+    WORKING,
+    ImageResult,
+    RequestRecord,
+    Timing,
+)
 from animalid.web import charts
 from animalid.web.access import Access, host_of, is_loopback_host, token_matches
 from animalid.web.errorlog import RecentErrors
@@ -23,7 +31,6 @@ from animalid.web.httpd import bind, split_listen
 from animalid.web.metrics import Metrics
 from animalid.web.settings import WebSettings
 from animalid.web.thumbnails import ThumbnailStore, make_thumbnail, thumbnail_name
-
 
 # -- events -------------------------------------------------------------------------
 
@@ -36,6 +43,7 @@ def test_an_event_is_one_data_line_whatever_the_text_holds():
 def test_a_reader_that_falls_behind_is_dropped_not_buffered_forever():
     hub = EventHub(max_subscribers=2, queue_size=3)
     slow, quick = hub.subscribe(), hub.subscribe()
+    assert slow is not None
     assert hub.subscribe() is None  # the limit of open streams
     for n in range(3):
         hub.publish("row", {"n": n})
@@ -241,3 +249,56 @@ def test_recent_errors_counts_the_last_hour():
     finally:
         logger.removeHandler(errors)
     assert summary["count"] == 1 and summary["latest"][0]["text"] == "classifier failed: boom"
+
+
+def test_the_server_on_a_socket_streams_events_and_stops_with_them_open():
+    import urllib.request
+
+    from animalid.history import HistoryPage
+    from animalid.web.app import WebApp
+
+    class History:
+        def request_page(self, query):
+            return HistoryPage()
+
+    hub = EventHub()
+    app = WebApp(History(), Metrics(process=False), hub, Access(""), overview=lambda: {"queue_depth": 4})
+    server = bind(app, "127.0.0.1", 0, on_close=hub.close).start()
+    try:
+        with urllib.request.urlopen(server.url + "livez", timeout=10) as response:
+            assert response.status == 200 and response.read() == b"ok\n"
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        request = urllib.request.Request(server.url + "events", method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+        stream = urllib.request.urlopen(server.url + "events", timeout=10)
+        assert stream.readline().startswith(b"retry:")
+        stream.readline()
+        assert stream.readline() == b"event: summary\n"
+        assert stream.readline() == b'data: {"queue_depth":4}\n'
+    finally:
+        server.close()  # ends the open stream rather than waiting for it
+    assert stream.read() == b"\n"  # the blank line that ended the last event, then EOF
+    stream.close()
+
+
+def test_operations_keep_thumbnails_of_answered_requests_only(tmp_path):
+    from animalid.history import REFUSED
+    from animalid.web.operations import Operations
+    from animalid.web.sources import LocalState
+
+    class Nothing:
+        def requests_since(self, since, limit=100):
+            return []
+
+    operations = Operations(WebSettings(listen="", keep_days=1, thumbnails=tmp_path), Nothing(), Nothing(),
+                            LocalState("w", lambda: 0, lambda: 0), Metrics(process=False))
+    operations.request_finished("imap:1:1", REFUSED, None, [], [jpeg(40, 40)])
+    operations.request_finished("imap:1:2", ANSWERED, 1.5, [{"file": "a.jpg", "error": "too large"}],
+                                [jpeg(40, 40)])
+    assert operations.thumbnails.drain(10)
+    operations.close()
+    assert not operations.thumbnails.has("imap:1:1", 0) and operations.thumbnails.has("imap:1:2", 0)
+    text = operations.metrics.exposition().decode()
+    assert 'animalid_requests_total{outcome="refused"} 1.0' in text
+    assert 'animalid_images_total{result="error"} 1.0' in text

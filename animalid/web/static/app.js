@@ -13,6 +13,8 @@
                   window: "hour", charts: {} };
 
   const $ = (id) => document.getElementById(id);
+  // A row keeps its id when its mailbox key changes (a claim returned to the queue).
+  const rowId = (row) => row.id || row.key;
 
   function el(tag, cls, text) {
     const node = document.createElement(tag);
@@ -45,8 +47,13 @@
       if (typeof image.thumb === "string" && image.thumb.startsWith("/thumbs/")) {
         const img = el("img");
         img.alt = "";
-        img.loading = "lazy";
-        img.addEventListener("error", () => img.replaceWith(el("div", "nothumb")));
+        let tries = 0;
+        // A thumbnail is written just after the answer: try again a few times.
+        img.addEventListener("error", () => {
+          tries += 1;
+          if (tries > 4) { img.replaceWith(el("div", "nothumb")); return; }
+          setTimeout(() => { img.src = image.thumb + "?try=" + tries; }, 700 * tries);
+        });
         img.src = image.thumb;
         box.appendChild(img);
       } else {
@@ -113,7 +120,7 @@
     state.rowsByKey.clear();
     for (const row of rows) {
       const tr = rowElement(row);
-      state.rowsByKey.set(row.key, { row, tr });
+      state.rowsByKey.set(rowId(row), { row, tr });
       body.appendChild(tr);
     }
     showCount();
@@ -122,12 +129,12 @@
   // A live row: replace it where it is, or put it in place by arrival time
   // (only on the first page, and only when it matches the filters).
   function upsert(row) {
-    const known = state.rowsByKey.get(row.key);
+    const known = state.rowsByKey.get(rowId(row));
     if (known) {
       const tr = rowElement(row);
       tr.classList.add("fresh");
       known.tr.replaceWith(tr);
-      state.rowsByKey.set(row.key, { row, tr });
+      state.rowsByKey.set(rowId(row), { row, tr });
       return;
     }
     if (state.pages.length || !matches(row)) return;
@@ -145,11 +152,11 @@
       }
     }
     body.insertBefore(tr, before);
-    state.rowsByKey.set(row.key, { row, tr });
+    state.rowsByKey.set(rowId(row), { row, tr });
     // Keep the map in table order (Map keeps insertion order).
     const ordered = [...body.children];
     const byTr = new Map([...state.rowsByKey.values()].map((v) => [v.tr, v]));
-    state.rowsByKey = new Map(ordered.map((t) => [byTr.get(t).row.key, byTr.get(t)]));
+    state.rowsByKey = new Map(ordered.map((t) => [rowId(byTr.get(t).row), byTr.get(t)]));
     while (state.rowsByKey.size > PAGE) {
       const lastKey = [...state.rowsByKey.keys()].pop();
       state.rowsByKey.get(lastKey).tr.remove();
@@ -287,7 +294,14 @@
     const source = new EventSource("/events");
     source.addEventListener("open", () => { live.textContent = "live"; live.className = "pill on"; });
     source.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "pill off"; });
-    source.addEventListener("row", (event) => upsert(JSON.parse(event.data)));
+    source.addEventListener("row", (event) => {
+      const row = JSON.parse(event.data);
+      upsert(row);
+      // A finished request moves the charts: redraw soon, at most every few seconds.
+      if (row.outcome !== "working" && !state.chartsDue) {
+        state.chartsDue = setTimeout(() => { state.chartsDue = null; loadCharts(); }, 3000);
+      }
+    });
     source.addEventListener("summary", (event) => summary(JSON.parse(event.data)));
   }
 

@@ -13,8 +13,10 @@ COUNT on the same index.
 
 from __future__ import annotations
 
-from animalid.history import (FINAL_OUTCOMES, HistoryPage, HistoryQuery, RequestRecord, Timing,
-                              WORKING)
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Callable
+
+from animalid.history import FINAL_OUTCOMES, WORKING, HistoryPage, HistoryQuery, RequestRecord, Timing
 
 HISTORY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -28,18 +30,25 @@ CREATE TABLE IF NOT EXISTS requests (
     reason TEXT NOT NULL DEFAULT '',
     seconds {real},
     worker TEXT NOT NULL DEFAULT '',
-    images TEXT NOT NULL DEFAULT '[]'
+    images TEXT NOT NULL DEFAULT '[]',
+    origin TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_by_arrived ON requests (arrived, key);
 CREATE INDEX IF NOT EXISTS requests_by_updated ON requests (updated);
-CREATE INDEX IF NOT EXISTS requests_by_outcome ON requests (outcome, arrived)
+CREATE INDEX IF NOT EXISTS requests_by_outcome ON requests (outcome, arrived);
+CREATE TABLE IF NOT EXISTS pages (
+    worker TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    seen {real} NOT NULL
+)
 """
-_COLUMNS = "key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images"
+HISTORY_TABLES = ("requests", "pages")
+_COLUMNS = "key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images, origin"
 # A final outcome never goes back to "working" (a late start from a worker
 # whose claim was taken over); subject and sender are kept when the newer
 # write does not know them.
-_UPSERT = (
-    f"INSERT INTO requests ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+UPSERT_REQUEST = (
+    f"INSERT INTO requests ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(key) DO UPDATE SET updated = excluded.updated, outcome = excluded.outcome, "
     "reason = excluded.reason, seconds = excluded.seconds, worker = excluded.worker, "
     "images = CASE WHEN excluded.images != '[]' THEN excluded.images ELSE requests.images END, "
@@ -55,9 +64,10 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def history_filters(query: HistoryQuery) -> tuple[str, tuple]:
+def history_filters(query: HistoryQuery) -> tuple[str, tuple[Any, ...]]:
     """The WHERE clause (without the cursor) and its parameters."""
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if query.outcome:
         clauses.append("outcome = ?")
         params.append(query.outcome)
@@ -76,28 +86,35 @@ def history_filters(query: HistoryQuery) -> tuple[str, tuple]:
     return (" AND ".join(clauses) or "1 = 1"), tuple(params)
 
 
-def _record(row: tuple) -> RequestRecord:
-    key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images = row
+def _record(row: tuple[Any, ...]) -> RequestRecord:
+    key, message_id, arrived, updated, sender, subject, outcome, reason, seconds, worker, images, origin = row
     return RequestRecord(key=key, message_id=message_id, arrived=float(arrived), updated=float(updated),
                          sender=sender, subject=subject, outcome=outcome, reason=reason,
                          seconds=None if seconds is None else float(seconds), worker=worker,
-                         images=RequestRecord.images_from_json(images))
+                         images=RequestRecord.images_from_json(images), origin=origin)
 
 
 class RequestHistory:
     """The history half of the Ledger (a mixin: it uses the ledger's ``_rows``,
     ``_count``, ``_transaction`` and ``_clock``)."""
 
+    if TYPE_CHECKING:  # supplied by Ledger and its backends
+        def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+        def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any: ...
+        def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int: ...
+        def _transaction(self, lock: str | None = None) -> AbstractContextManager[None]: ...
+        _clock: Callable[[], float]
+
     def record_request(self, record: RequestRecord) -> None:
         """Insert or update one request's row (durable when it returns)."""
-        self._count(_UPSERT, _params(record, self._clock()))
+        self._count(UPSERT_REQUEST, request_params(record, self._clock()))
 
     def record_requests(self, records: list[RequestRecord]) -> None:
         """``record_request`` for many, in one transaction (one disk sync)."""
         now = self._clock()
         with self._transaction():
             for record in records:
-                self._count(_UPSERT, _params(record, now))
+                self._count(UPSERT_REQUEST, request_params(record, now))
 
     def move_request(self, old_key: str, new_key: str) -> None:
         """The request now has another key (a claim went back to the INBOX)."""
@@ -108,7 +125,7 @@ class RequestHistory:
         """One page, newest first, and how many rows match the filters."""
         where, params = history_filters(query)
         total = int(self._one(f"SELECT COUNT(*) FROM requests WHERE {where}", params)[0])
-        cursor_sql, cursor_params = "", ()
+        cursor_sql, cursor_params = "", tuple[Any, ...]()
         if query.before is not None:
             arrived, key = query.before
             cursor_sql = " AND (arrived < ? OR (arrived = ? AND key < ?))"
@@ -137,6 +154,20 @@ class RequestHistory:
                           (since,))
         return {outcome: int(count) for outcome, count in rows}
 
+    def ping(self) -> str:
+        """"" when the ledger answers (a readiness check); raises when it does not."""
+        self._one("SELECT 1")
+        return ""
+
+    def set_page(self, worker: str, url: str) -> None:
+        """Where ``worker``'s operations page is ("" when it serves none)."""
+        self._count("INSERT INTO pages (worker, url, seen) VALUES (?, ?, ?) ON CONFLICT(worker) "
+                    "DO UPDATE SET url = excluded.url, seen = excluded.seen", (worker, url, self._clock()))
+
+    def pages(self) -> dict[str, str]:
+        """Worker -> the address of its operations page."""
+        return dict(self._rows("SELECT worker, url FROM pages WHERE url != ''"))
+
     def prune_requests(self, before: float) -> int:
         """Forget finished rows that arrived before ``before``; how many went."""
         marks = ", ".join("?" * len(FINAL_OUTCOMES))
@@ -144,8 +175,8 @@ class RequestHistory:
                            (before, *FINAL_OUTCOMES))
 
 
-def _params(record: RequestRecord, now: float) -> tuple:
+def request_params(record: RequestRecord, now: float) -> tuple[Any, ...]:
     # ``updated`` is the ledger's clock at the write: the live page asks "since".
     return (record.key, record.message_id, record.arrived, now, record.sender,
             record.subject, record.outcome, record.reason, record.seconds, record.worker,
-            record.images_json())
+            record.images_json(), record.origin or record.key)
