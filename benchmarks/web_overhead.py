@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""What the operations page costs: a burst with and without [web], and paging 10,000 rows.
+"""What the operations page costs: bursts with and without [web], and paging 10,000 rows.
 
 1. Bursts of --burst requests (default 60) through a private hub to the server
-   in a thread with the real classifier (benchmarks/roundtrip.py's burst),
-   alternately without the page and with it -- the page bound, its metrics
-   registry fed, thumbnails written, and a watcher that keeps the live event
-   stream open and fetches /metrics and /api/requests every --scrape seconds
-   (far more often than Prometheus's default 15 s). --rounds pairs; the
-   medians and their ratio are printed. The request history is written to the
-   ledger in both arms: it is part of the server, not of the page.
+   in a thread with the real classifier, in four arms, each leading one round:
+   no page; the page serving but nobody looking; Prometheus scraping /metrics
+   every 15 s; the page open (the live event stream read, and /metrics, the
+   table and the overview fetched every --scrape seconds). The watcher runs in
+   a process of its own. Printed per arm: the wall-clock time and this
+   process's CPU time of the burst (medians of --rounds), and the CPU time of
+   the page's own threads (HTTP handlers, live feed, thumbnails, pruning). The
+   request history is written to the ledger in every arm: it belongs to the
+   server, not to the page.
 2. A ledger holding --rows history rows (default 10,000): the page's queries
-   through HTTP -- first page, a filtered page, the 100th page by cursor, the
-   charts for the day -- each timed --repeat times (median, max).
+   through HTTP (first page, a filtered page, the 100th page by cursor, the
+   day's charts, the overview; --repeat times each), and the page itself in
+   headless Chromium (load to the first rows drawn, "Older" to the next).
 
-Usage: python benchmarks/web_overhead.py [--burst 60] [--rounds 3] [--rows 10000]
+Usage: python benchmarks/web_overhead.py [--burst 60] [--rounds 4] [--rows 10000] [--skip-bursts]
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import resource
 import shutil
@@ -44,26 +46,33 @@ from animalid.mail.messages import build_request
 from animalid.server.ledger import SqliteLedger
 from animalid.server.service import serving_in_background
 from animalid.testing.harness import CLIENTS, Burst, empty_mailbox, make_config, photo, submit, wait_for
+from animalid.web.feed import LiveFeed
 from animalid.web.metrics import Metrics
 from animalid.web.operations import Operations
 from animalid.web.settings import WebSettings
 from animalid.web.sources import LocalState
+from animalid.web.thumbnails import ThumbnailStore
 
 WATCHER = r"""
-import sys, threading, time, urllib.request
-url, every = sys.argv[1], float(sys.argv[2])
+import signal, sys, threading, time, urllib.request
+url, every, stream_too = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1"
+counts = {"events": 0, "fetches": 0}
+def report(*_):
+    print(counts["fetches"], counts["events"], flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, report)
 def stream():
     with urllib.request.urlopen(url + "events", timeout=600) as events:
         for line in events:
-            if line.startswith(b"event:"):
-                print("event", flush=True)
-threading.Thread(target=stream, daemon=True).start()
+            counts["events"] += line.startswith(b"event:")
+if stream_too:
+    threading.Thread(target=stream, daemon=True).start()
 while True:
     time.sleep(every)
-    for path in ("metrics", "api/requests?limit=50", "api/overview"):
+    for path in ("metrics",) + (("api/requests?limit=50", "api/overview") if stream_too else ()):
         with urllib.request.urlopen(url + path, timeout=60) as response:
             response.read()
-        print("fetch", flush=True)
+        counts["fetches"] += 1
 """
 
 
@@ -71,47 +80,41 @@ class Watcher:
     """Someone watching, in a process of its own (its CPU is not the server's): the live
     stream open and read, and /metrics, the table and the overview fetched every ``every`` s."""
 
-    def __init__(self, url: str, every: float):
-        self.proc = subprocess.Popen([sys.executable, "-c", WATCHER, url, str(every)],
+    def __init__(self, url: str, every: float, page_open: bool):
+        self.proc = subprocess.Popen([sys.executable, "-c", WATCHER, url, str(every), "1" if page_open else "0"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.fetches = self.events = 0
 
     def close(self) -> None:
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=30)
-        self.fetches, self.events = out.count("fetch"), out.count("event")
+        fetches, events = (out.split() + ["0", "0"])[:2]
+        self.fetches, self.events = int(fetches), int(events)
 
 
 class WebCpu:
-    """CPU seconds spent by the page's own threads: each HTTP handler thread (counted as it
-    ends) and the long-lived feed, thumbnail and pruning threads (read from /proc)."""
+    """CPU seconds spent by the page's own threads, each counted as it ends: the HTTP
+    handlers, and the feed, thumbnail and pruning threads (they end when the page closes)."""
 
     def __init__(self) -> None:
-        self.handlers = 0.0
+        self.seconds = 0.0
         self._lock = threading.Lock()
-        original = socketserver.ThreadingMixIn.process_request_thread
+        self._count(socketserver.ThreadingMixIn, "process_request_thread")
+        self._count(ThumbnailStore, "_work")
+        self._count(LiveFeed, "_run")
+        self._count(Operations, "_prune_forever")
 
-        def counted(server, request, address):  # type: ignore[no-untyped-def]
+    def _count(self, owner: type, name: str) -> None:
+        original = getattr(owner, name)
+
+        def counted(*args):  # type: ignore[no-untyped-def]
             try:
-                original(server, request, address)
+                return original(*args)
             finally:
                 with self._lock:
-                    self.handlers += time.thread_time()
+                    self.seconds += time.thread_time()
 
-        socketserver.ThreadingMixIn.process_request_thread = counted  # type: ignore[method-assign]
-
-    @staticmethod
-    def threads() -> float:
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for task in Path("/proc/self/task").iterdir():
-            try:
-                if (task / "comm").read_text().startswith(("animalid-web", "animalid-thumb")):
-                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                    total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-        return total
+        setattr(owner, name, counted)
 
 
 def cpu_seconds() -> float:
@@ -120,39 +123,46 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one_burst(hub, config_path: Path, classifier, count: int, page: bool, scrape: float,
+# The arms: no page; the page serving but nobody looking; Prometheus scraping /metrics
+# every 15 s; and the page open in a browser (live stream, the table and the overview
+# fetched every --scrape seconds, /metrics too).
+ARMS = ("no page", "page, idle", "page, scraped every 15 s", "page open, live")
+
+
+def one_burst(hub, config_path: Path, classifier, count: int, arm: str, scrape: float,
               folder: Path, web_cpu: WebCpu) -> tuple[float, float, float, Watcher | None]:
-    """Seconds from the first request sent until the server has answered ``count``, and
-    this process's CPU seconds meanwhile."""
+    """Seconds from the first request sent until the server has answered ``count``; this
+    process's CPU seconds meanwhile; the page threads' CPU seconds (from start to close)."""
     empty_mailbox(config_path, "server")
     for client in CLIENTS:
         empty_mailbox(make_config(hub, folder, client, receive="imap", server_receive="imap",
                                   name=f"{client}.ini"), "client")
     server = edge.server(load_config(config_path), classifier=classifier).open()
     operations = watcher = None
-    if page:
+    before = web_cpu.seconds
+    if arm != ARMS[0]:
         web = WebSettings(listen="127.0.0.1:0", keep_days=1, thumbnails=folder / "thumbs")
         operations = start_operations(server, web, "bench", "bench")
-        watcher = Watcher(operations.url, scrape)
+        if arm == ARMS[2]:
+            watcher = Watcher(operations.url, 15.0, page_open=False)
+        elif arm == ARMS[3]:
+            watcher = Watcher(operations.url, scrape, page_open=True)
     try:
         with serving_in_background(server):
             warm = build_request(hub.address(CLIENTS[0]), hub.server, [("warm-up.png", photo("tiger.png"))])
             submit(hub, hub.address(CLIENTS[0]), warm)
             wait_for(lambda: server.handled >= 1, timeout=300, what="the warm-up answer")
             started, cpu = time.perf_counter(), cpu_seconds()
-            page_cpu = web_cpu.handlers + web_cpu.threads()
             burst = Burst(hub, count).start()
             burst.join()
             wait_for(lambda: server.handled >= 1 + count, timeout=1800, what="the burst answered")
-            if operations is not None and operations.thumbnails is not None:
-                operations.thumbnails.drain(60)  # their CPU counts too
-            page_cpu = web_cpu.handlers + web_cpu.threads() - page_cpu
-            return time.perf_counter() - started, cpu_seconds() - cpu, page_cpu, watcher
+            seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     finally:
         if watcher is not None:
             watcher.close()
         if operations is not None:
             operations.close()
+    return seconds, cpu, web_cpu.seconds - before, watcher
 
 
 def bursts(args) -> None:
@@ -164,35 +174,29 @@ def bursts(args) -> None:
                                   name="server.ini", rate_limit_per_hour=0)
         classifier = edge.classifier(load_config(config_path))
         classifier.load()
-        times: dict[str, list[float]] = {"without": [], "with": []}
-        cpus: dict[str, list[float]] = {"without": [], "with": []}
-        page_cpus: list[float] = []
         web_cpu = WebCpu()
-        watchers: list[Watcher] = []
+        times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        cpus: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        page_cpus: dict[str, list[float]] = {arm: [] for arm in ARMS}
         for round_ in range(args.rounds):
-            for arm in ("without", "with") if round_ % 2 == 0 else ("with", "without"):
-                seconds, cpu, page_cpu, watcher = one_burst(hub, config_path, classifier, args.burst,
-                                                            arm == "with", args.scrape, folder, web_cpu)
+            order = ARMS[round_ % len(ARMS):] + ARMS[:round_ % len(ARMS)]  # each arm leads once
+            for arm in order:
+                seconds, cpu, page_cpu, watcher = one_burst(hub, config_path, classifier, args.burst, arm,
+                                                            args.scrape, folder, web_cpu)
                 times[arm].append(seconds)
                 cpus[arm].append(cpu)
-                if arm == "with":
-                    page_cpus.append(page_cpu)
-                if watcher is not None:
-                    watchers.append(watcher)
-                print(f"round {round_ + 1}, {arm:>7} the page: {seconds:.2f} s "
-                      f"({args.burst / seconds:.2f} requests/s), {cpu:.2f} CPU s"
-                      + (f", of which the page's threads {page_cpu:.3f} s" if arm == "with" else ""), flush=True)
-        without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
-        cpu_without, cpu_with = statistics.median(cpus["without"]), statistics.median(cpus["with"])
-        print(f"burst of {args.burst}, IMAP IDLE, real classifier, medians of {args.rounds}: "
-              f"{without:.2f} s without the page, {with_:.2f} s with it ({100 * (with_ / without - 1):+.1f}% "
-              f"wall clock); CPU {cpu_without:.2f} s without, {cpu_with:.2f} s with "
-              f"({100 * (cpu_with / cpu_without - 1):+.1f}%) (watcher: {sum(w.fetches for w in watchers)} "
-              f"fetches, {sum(w.events for w in watchers)} live events)")
-        page = statistics.median(page_cpus)
-        print(f"the page's own threads (HTTP handlers, live feed, thumbnails): median {page:.3f} CPU s "
-              f"per burst = {100 * page / cpu_with:.2f}% of the burst's CPU, "
-              f"{100 * page / with_:.2f}% of one core over the burst")
+                page_cpus[arm].append(page_cpu)
+                seen = f"; watcher {watcher.fetches} fetches, {watcher.events} events" if watcher else ""
+                print(f"round {round_ + 1}, {arm:<26} {seconds:6.2f} s ({args.burst / seconds:.2f} requests/s), "
+                      f"CPU {cpu:.2f} s, the page's threads {page_cpu:.3f} s{seen}", flush=True)
+        base_time, base_cpu = statistics.median(times[ARMS[0]]), statistics.median(cpus[ARMS[0]])
+        print(f"burst of {args.burst}, IMAP IDLE, real classifier, medians of {args.rounds}:")
+        for arm in ARMS:
+            wall, cpu, page = (statistics.median(times[arm]), statistics.median(cpus[arm]),
+                               statistics.median(page_cpus[arm]))
+            print(f"  {arm:<26} {wall:6.2f} s ({100 * (wall / base_time - 1):+5.1f}%), CPU {cpu:5.2f} s "
+                  f"({100 * (cpu / base_cpu - 1):+5.1f}%), the page's own threads {page:.3f} CPU s "
+                  f"({100 * page / cpu:.2f}% of the burst's CPU)")
     finally:
         hub.stop()
         shutil.rmtree(state, ignore_errors=True)
@@ -283,7 +287,7 @@ def in_browser(url: str, rows: int, loads: int = 5) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--burst", type=int, default=60, help="requests per burst (default 60)")
-    parser.add_argument("--rounds", type=int, default=3, help="pairs of bursts (default 3)")
+    parser.add_argument("--rounds", type=int, default=4, help="bursts per arm (default 4)")
     parser.add_argument("--scrape", type=float, default=2.0, help="watcher's fetch interval, s (default 2)")
     parser.add_argument("--rows", type=int, default=10_000, help="history rows for paging (default 10000)")
     parser.add_argument("--repeat", type=int, default=20, help="timings per query (default 20)")

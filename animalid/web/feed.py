@@ -1,7 +1,9 @@
 """The live feed: rows changed in the shared history, pushed to the open pages.
 
 One thread per server looks at the history every ``POLL_S`` while a page is
-open (at once when this server finished a request, through ``notify``), and
+open (sooner when this server finished a request, through ``notify``, but at
+most every ``MIN_LOOK_S``: a burst costs a few looks a second, not one per
+request), and
 publishes each new or changed row, whichever worker wrote it; so every
 worker's page follows the whole mailbox. A summary (queue, workers, errors)
 follows every ``SUMMARY_S``. Rows written by machines whose clocks run a
@@ -23,6 +25,7 @@ from animalid.web.sources import HistorySource
 log = logging.getLogger(__name__)
 
 POLL_S = 1.0
+MIN_LOOK_S = 0.5  # looks at most this often, however often the server says it changed
 SUMMARY_S = 2.0
 OVERLAP_S = 5.0
 BATCH = 500
@@ -62,9 +65,9 @@ class LiveFeed:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self._poll_s)
-            self._wake.clear()
-            if self._stop.is_set():
+            if self._stop.wait(MIN_LOOK_S):  # and gather what else changes meanwhile
                 return
+            self._wake.clear()
             if not self._hub.subscribers:
                 self._cursor = max(self._cursor, self._clock() - OVERLAP_S)
                 self._sent.clear()
@@ -92,7 +95,7 @@ class LiveFeed:
         horizon = self._cursor - 2 * OVERLAP_S
         self._sent = {key: updated for key, updated in self._sent.items() if updated >= horizon}
         now = self._clock()
-        if sent or now - self._last_summary >= SUMMARY_S:
+        if now - self._last_summary >= SUMMARY_S:
             self._last_summary = now
             self._hub.publish("summary", self._summary())
         return sent

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 from animalid.history import ANSWERED, ImageResult
@@ -30,6 +31,7 @@ from animalid.web.thumbnails import ThumbnailStore
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+CLASSIFIER_REST_S = 1.0
 
 
 class Operations:
@@ -41,8 +43,9 @@ class Operations:
         self.settings = settings
         self.metrics = metrics
         self.history = history
-        self.thumbnails = ThumbnailStore(settings.thumbnails, settings.keep_days) if settings.thumbnails \
-            else None
+        self._last_classified = 0.0
+        self.thumbnails = ThumbnailStore(settings.thumbnails, settings.keep_days, busy=self._classifying,
+                                         on_saved=self._thumbnail_saved) if settings.thumbnails else None
         self.errors = RecentErrors()
         self.hub = EventHub()
         self._pages = pages or (lambda: {})
@@ -71,6 +74,14 @@ class Operations:
 
     def classified(self, seconds: float) -> None:
         self.metrics.classified(seconds)
+        self._last_classified = time.monotonic()
+
+    def _classifying(self) -> bool:
+        """Whether the classifier ran within the last CLASSIFIER_REST_S (thumbnails wait)."""
+        return time.monotonic() - self._last_classified < CLASSIFIER_REST_S
+
+    def _thumbnail_saved(self, key: str, index: int, name: str) -> None:
+        self.hub.publish("thumb", {"key": key, "index": index, "url": f"/thumbs/{name}"})
 
     def mailbox_reconnected(self) -> None:
         self.metrics.reconnected()

@@ -8,7 +8,11 @@ milliseconds), turned upright by its EXIF orientation, shrunk to
 and the photo's position, so no name from a stranger reaches the file system.
 
 Making them runs on one background thread with a bounded queue, off the
-serving path: when it falls behind, thumbnails are skipped, never requests.
+serving path, at the lowest CPU priority, and only while the classifier
+rests (``busy``), for at most ``MAX_DEFER_S``: on a small machine a burst
+is classified first and its thumbnails follow. When the queue is full,
+thumbnails are skipped, never requests. ``on_saved`` hears of each one
+written (the live page shows it then).
 ``[web] keep_days`` bounds how long they stay (0 keeps none); ``prune``
 runs at start and then periodically while the server runs.
 """
@@ -33,6 +37,8 @@ QUALITY = 70
 MAX_PIXELS = 50_000_000  # larger photos were refused by the server anyway
 QUEUE_SIZE = 64
 NAME = re.compile(r"^[0-9a-f]{32}-[0-9]{1,2}\.jpg$")
+MAX_DEFER_S = 30.0  # a thumbnail waits for the classifier to rest at most this long
+DEFER_STEP_S = 0.25
 DAY_S = 86400.0
 
 
@@ -63,13 +69,16 @@ def make_thumbnail(data: bytes, max_side: int = MAX_SIDE, quality: int = QUALITY
 class ThumbnailStore:
     """A folder of thumbnails; ``keep_days`` 0 keeps none."""
 
-    def __init__(self, folder: Path, keep_days: float, clock: Callable[[], float] = time.time):
+    def __init__(self, folder: Path, keep_days: float, clock: Callable[[], float] = time.time,
+                 busy: Callable[[], bool] = lambda: False,
+                 on_saved: Callable[[str, int, str], None] = lambda key, index, name: None):
         self.folder = Path(folder)
         self.keep_days = keep_days
         self._clock = clock
         self._queue: queue.Queue[tuple[str, int, bytes] | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._thread: threading.Thread | None = None
         self.skipped = 0
+        self._busy, self._on_saved = busy, on_saved
 
     @property
     def enabled(self) -> bool:
@@ -130,11 +139,19 @@ class ThumbnailStore:
             if item is None:
                 return
             try:
-                self.save(*item)
+                self._wait_for_rest()
+                name = self.save(*item)
+                if name:
+                    self._on_saved(item[0], item[1], name)
             except OSError as exc:  # disk full: the page shows no thumbnail, nothing else fails
                 log.warning("could not write a thumbnail in %s: %s", self.folder, exc)
             finally:
                 self._queue.task_done()
+
+    def _wait_for_rest(self) -> None:
+        deadline = time.monotonic() + MAX_DEFER_S
+        while self._busy() and time.monotonic() < deadline:
+            time.sleep(DEFER_STEP_S)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until the queued thumbnails are written (tests, shutdown)."""

@@ -104,6 +104,7 @@ def test_the_page_shows_requests_live_escaped_and_metrics_match_the_ledger(mailh
                 assert driver.find_elements(By.CSS_SELECTOR, "#rows .badge.danger")  # the tiger
                 wait.until(lambda d: sum(row["thumbs"] for row in d.execute_script(ROWS_JS)) == 3)
                 wait.until(lambda d: d.find_element(By.ID, "answered").text == "3")
+                wait.until(lambda d: "3 request(s)" in d.find_element(By.ID, "chartnote").text)  # charts redrawn
                 screenshot = tmp_path / "operations.png"
                 driver.save_screenshot(str(screenshot))
                 if os.environ.get("ANIMALID_SCREENSHOT"):

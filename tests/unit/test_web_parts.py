@@ -221,12 +221,14 @@ def test_the_feed_sends_each_change_once_and_sees_other_workers_rows():
 
     hub = EventHub()
     stream = hub.subscribe()
+    now = [1000.0]
     feed = LiveFeed(History(), hub, lambda r: {"key": r.key, "outcome": r.outcome},
-                    lambda: {"summary": True}, clock=lambda: 1000.0)
+                    lambda: {"summary": True}, clock=lambda: now[0])
     rows.append(RequestRecord(key="a", arrived=999, outcome=WORKING, worker="other", updated=999.5))
     assert feed.look() == 1
     assert feed.look() == 0  # already sent
     rows[0] = RequestRecord(key="a", arrived=999, outcome=ANSWERED, worker="other", updated=1001.0)
+    now[0] += 5  # the next summary is due
     assert feed.look() == 1
     events = []
     while (event := stream.next(0.01)) is not None:
@@ -302,3 +304,14 @@ def test_operations_keep_thumbnails_of_answered_requests_only(tmp_path):
     text = operations.metrics.exposition().decode()
     assert 'animalid_requests_total{outcome="refused"} 1.0' in text
     assert 'animalid_images_total{result="error"} 1.0' in text
+
+
+def test_thumbnails_wait_while_the_classifier_works_then_say_so(tmp_path):
+    checks = iter([True, True, False])
+    saved = []
+    store = ThumbnailStore(tmp_path, keep_days=1, busy=lambda: next(checks, False),
+                           on_saved=lambda key, index, name: saved.append((key, index, name)))
+    store.submit("imap:1:3", [jpeg(30, 30)])
+    assert store.drain(10)
+    store.close()
+    assert saved == [("imap:1:3", 0, thumbnail_name("imap:1:3", 0))]

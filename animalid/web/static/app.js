@@ -51,7 +51,7 @@
         // A thumbnail is written just after the answer: try again a few times.
         img.addEventListener("error", () => {
           tries += 1;
-          if (tries > 4) { img.replaceWith(el("div", "nothumb")); return; }
+          if (tries > 3) { img.replaceWith(el("div", "nothumb")); return; }  // a "thumb" event may follow
           setTimeout(() => { img.src = image.thumb + "?try=" + tries; }, 700 * tries);
         });
         img.src = image.thumb;
@@ -303,6 +303,18 @@
       }
     });
     source.addEventListener("summary", (event) => summary(JSON.parse(event.data)));
+    // A thumbnail written after its row was drawn (they wait while the classifier works).
+    source.addEventListener("thumb", (event) => {
+      const thumb = JSON.parse(event.data);
+      if (typeof thumb.url !== "string" || !thumb.url.startsWith("/thumbs/")) return;
+      for (const { row, tr } of state.rowsByKey.values()) {
+        if (row.key !== thumb.key || !row.images[thumb.index]) continue;
+        row.images[thumb.index].thumb = thumb.url;
+        const fresh = rowElement(row);
+        tr.replaceWith(fresh);
+        state.rowsByKey.set(rowId(row), { row, tr: fresh });
+      }
+    });
   }
 
   function start() {
