@@ -19,6 +19,7 @@ runs at start and then periodically while the server runs.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import logging
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 MAX_SIDE = 160
 QUALITY = 70
 MAX_PIXELS = 50_000_000  # larger photos were refused by the server anyway
+# A JPEG decodes at 1/8 size for a thumbnail (draft); other formats decode whole.
+# Above this many pixels such a photo gets no thumbnail: its decode would take
+# hundreds of megabytes that the allocator keeps (tests/e2e/test_hostile.py bounds it).
+MAX_FULL_DECODE_PIXELS = 16_000_000
+TRIM_ABOVE_PIXELS = 2_000_000  # after a decode this large, give the freed memory back
 QUEUE_SIZE = 64
 NAME = re.compile(r"^[0-9a-f]{32}-[0-9]{1,2}\.jpg$")
 MAX_DEFER_S = 30.0  # a thumbnail waits for the classifier to rest at most this long
@@ -53,15 +59,18 @@ def make_thumbnail(data: bytes, max_side: int = MAX_SIDE, quality: int = QUALITY
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ValueError(f"{width}x{height} is too large for a thumbnail")
+            whole = image.format != "JPEG"  # decoded at full size
+            if width * height > (MAX_FULL_DECODE_PIXELS if whole else MAX_PIXELS):
+                raise ValueError(f"{width}x{height} {image.format} is too large for a thumbnail")
             image.draft("RGB", (max_side * 2, max_side * 2))  # JPEG: decode at 1/2..1/8 size
             upright = ImageOps.exif_transpose(image)
             upright = upright.convert("RGB")
             upright.thumbnail((max_side, max_side))
             out = io.BytesIO()
             upright.save(out, "JPEG", quality=quality, optimize=False)
-            return out.getvalue()
+        if width * height > TRIM_ABOVE_PIXELS:
+            _trim_memory()
+        return out.getvalue()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
         raise ValueError(f"cannot make a thumbnail: {type(exc).__name__}: {exc}") from None
 
@@ -193,3 +202,12 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):
         pass  # not Linux, or not allowed: thumbnails stay small anyway
+
+
+def _trim_memory() -> None:
+    """Hand memory freed after a large decode back to the system (glibc keeps a thread's
+    freed blocks in that thread's arena otherwise)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc

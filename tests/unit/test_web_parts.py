@@ -315,3 +315,16 @@ def test_thumbnails_wait_while_the_classifier_works_then_say_so(tmp_path):
     assert store.drain(10)
     store.close()
     assert saved == [("imap:1:3", 0, thumbnail_name("imap:1:3", 0))]
+
+
+def test_a_huge_photo_that_cannot_be_decoded_small_gets_no_thumbnail():
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    # Only the header of a 6000x6000 PNG: refused from its size, before any decoding.
+    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 6000, 6000, 8, 2, 0, 0, 0))
+    with pytest.raises(ValueError, match="6000x6000 PNG is too large for a thumbnail"):
+        make_thumbnail(header + chunk(b"IEND", b""))
