@@ -156,6 +156,8 @@ class ThumbnailStore:
                 log.warning("could not write a thumbnail in %s: %s", self.folder, exc)
             finally:
                 self._queue.task_done()
+            if self._queue.empty():
+                _trim_memory()  # decoded photos leave freed blocks in this thread's arena
 
     def _wait_for_rest(self) -> None:
         deadline = time.monotonic() + MAX_DEFER_S
