@@ -51,6 +51,7 @@ $(STAMP): requirements.txt requirements/client.txt requirements/no-deps.txt pypr
 	$(PIP) install -q --no-deps -r requirements/no-deps.txt
 	# The package itself, editable: tests and benchmarks import it, never a path.
 	$(PIP) install -q --no-deps -e .
+	$(PY) -m animalid.cli.export
 	touch $@
 
 $(TEST_STAMP): $(STAMP) Makefile

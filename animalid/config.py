@@ -146,6 +146,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "views": "",
         "knowledge_base": "animal_image.json",
         "device": "auto",
+        "backend": "auto",
         "threads": "0",
         "decode_threads": "0",
         "batch_size": "0",

@@ -22,9 +22,13 @@ seconds. Printed, for each set:
 * how often the headline's lead animal (docs/output.md) is right.
 
 ``--search`` fits each mode's temperature and grid-searches the thresholds
-(the figures behind docs/accuracy.md).
+(the figures behind docs/accuracy.md). ``--backend onnx`` scores the ONNX
+Runtime backend (its logits are cached apart); ``--compare-backends`` prints,
+per mode and folder, how many answers (name, rank, lead) ONNX Runtime and its
+Pillow/numpy preprocessing give exactly as PyTorch and torchvision do
+(docs/speed.md, "Preprocessing").
 
-    python benchmarks/evaluate.py [FOLDER ...] [--search] [--show-wrong]
+    python benchmarks/evaluate.py [FOLDER ...] [--search] [--show-wrong] [--backend B] [--compare-backends]
 """
 
 from __future__ import annotations
@@ -131,29 +135,32 @@ def score(answers: list[dict], rows: list[dict]) -> Tally:
 
 # -- the networks' outputs, cached ----------------------------------------------
 
-def _key(spec: ModelSpec, view: str) -> str:
+def _key(spec: ModelSpec, view: str, backend: str = "torch") -> str:
     recipe = [spec.weights_sha256 or str(spec.weights_path), spec.architecture, spec.resize, spec.crop,
               spec.interpolation, spec.mean, spec.std, spec.pixel_scale, view, "reduced to 2x"]
+    if backend != "torch":  # PyTorch's keys stay as they were
+        recipe.append(backend)
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:20]
 
 
-def cached_logits(folder: Path, rows: list[dict], networks: list[ModelSpec], kb_path: Path) -> dict:
+def cached_logits(folder: Path, rows: list[dict], networks: list[ModelSpec], kb_path: Path,
+                  backend: str = "torch") -> dict:
     """{(network description stem, view): logits (photos, classes)}, computing what the cache lacks."""
     digest = hashlib.sha256()
     for row in rows:
         digest.update(row["file"].encode() + hashlib.sha256((folder / row["file"]).read_bytes()).digest())
     path = CACHE / f"{folder.name}-{digest.hexdigest()[:16]}.npz"
     stored = dict(np.load(path)) if path.exists() else {}
-    wanted = {(spec.path.stem, view): _key(spec, view) for spec in networks for view in VIEWS}
-    missing = [spec for spec in networks if any(_key(spec, v) not in stored for v in VIEWS)]
+    wanted = {(spec.path.stem, view): _key(spec, view, backend) for spec in networks for view in VIEWS}
+    missing = [spec for spec in networks if any(_key(spec, v, backend) not in stored for v in VIEWS)]
     if missing:
         from animalid.recognition.classifier import Classifier
         from animalid.recognition.images import load_image
 
-        print(f"computing logits for {folder.name}: {', '.join(s.path.stem for s in missing)}",
+        print(f"computing {backend} logits for {folder.name}: {', '.join(s.path.stem for s in missing)}",
               file=sys.stderr)
         ensemble = EnsembleSpec(missing[0].path, "cache", [Member(s) for s in missing], list(VIEWS))
-        classifier = Classifier(ensemble, kb_path, device="cpu")
+        classifier = Classifier(ensemble, kb_path, device="cpu", backend=backend)
         chunks = []
         for start in range(0, len(rows), 8):
             images = [load_image(folder / row["file"]) for row in rows[start:start + 8]]
@@ -161,7 +168,7 @@ def cached_logits(folder: Path, rows: list[dict], networks: list[ModelSpec], kb_
         logits = np.concatenate(chunks, axis=2)  # (members, views, photos, classes)
         for m, spec in enumerate(missing):
             for v, view in enumerate(VIEWS):
-                stored[_key(spec, view)] = logits[m, v].astype(np.float32)
+                stored[_key(spec, view, backend)] = logits[m, v].astype(np.float32)
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, **{k: v for k, v in stored.items() if k in wanted.values()})
     return {name: stored[key] for name, key in wanted.items()}
@@ -332,6 +339,10 @@ def main() -> int:
     parser.add_argument("--config", help="settings file (default: config.ini)")
     parser.add_argument("--search", action="store_true", help="fit temperatures and grid-search thresholds")
     parser.add_argument("--show-wrong", action="store_true", help="list the configured mode's wrong answers")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="what computes the logits (default: torch, the reference)")
+    parser.add_argument("--compare-backends", action="store_true",
+                        help="compare the ONNX backend's answers with PyTorch's, per mode and folder")
     args = parser.parse_args()
 
     config = load_config(args.config)
@@ -345,7 +356,10 @@ def main() -> int:
     data = {}
     for folder in args.folders:
         rows = read_truth(folder)
-        data[folder.name] = (rows, cached_logits(folder, rows, networks, section.get_path("knowledge_base")))
+        data[folder.name] = (rows, cached_logits(folder, rows, networks, section.get_path("knowledge_base"),
+                                                 args.backend))
+    if args.compare_backends:
+        return compare_backends(args.folders, modes, builders, networks, section.get_path("knowledge_base"))
     columns = {name: f"{name} ({len(rows)})" for name, (rows, _) in data.items()}
 
     cells = {column: {} for column in columns.values()}
@@ -389,6 +403,36 @@ def main() -> int:
 
     if args.search:
         search(builders, modes, data)
+    return 0
+
+
+def compare_backends(folders: list[Path], modes: dict, builders: dict, networks: list[ModelSpec],
+                     kb_path: Path) -> int:
+    """Per mode and folder: answers the same on both backends (name, rank, lead), the
+    family-or-finer and wrong counts of each, and the largest probability difference."""
+    print("ONNX Runtime + Pillow/numpy preprocessing against PyTorch + torchvision "
+          "(same = same scientific name, rank and lead)")
+    for folder in folders:
+        rows = read_truth(folder)
+        logits = {backend: cached_logits(folder, rows, networks, kb_path, backend) for backend in ("torch", "onnx")}
+        for mode, spec in modes.items():
+            probs = {backend: mode_probabilities(spec, logits[backend]) for backend in logits}
+            answers = {backend: answers_of(builders[mode], rows, probs[backend]) for backend in logits}
+            tallies = {backend: score(answers[backend], rows) for backend in logits}
+            key = [(a.get("scientific_name"), a.get("rank"), a.get("lead")) for a in answers["torch"]]
+            same = sum(k == (b.get("scientific_name"), b.get("rank"), b.get("lead"))
+                       for k, b in zip(key, answers["onnx"]))
+            t, o = tallies["torch"], tallies["onnx"]
+            print(f"  {folder.name:<11} {mode:<9} same {same:3d}/{len(rows)}  family-or-finer torch "
+                  f"{t.correct_family_or_finer:3d} onnx {o.correct_family_or_finer:3d}  wrong torch {t.wrong:3d} "
+                  f"onnx {o.wrong:3d}  largest probability difference "
+                  f"{np.abs(probs['torch'] - probs['onnx']).max():.4f}")
+            for row, a, b in zip(rows, answers["torch"], answers["onnx"]):
+                if (a.get("scientific_name"), a.get("rank"), a.get("lead")) != \
+                        (b.get("scientific_name"), b.get("rank"), b.get("lead")):
+                    print(f"      differs: {row['file']}: torch {a.get('scientific_name')} ({a.get('rank')}, "
+                          f"lead {a.get('lead')}) / onnx {b.get('scientific_name')} ({b.get('rank')}, "
+                          f"lead {b.get('lead')})")
     return 0
 
 

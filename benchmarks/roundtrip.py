@@ -20,7 +20,10 @@ RFC 2177 IDLE. Note that Dovecot delays IDLE notifications by a fixed 500 ms
 (NOTIFY_DELAY_MSECS), so an IMAP IDLE round trip on the hub takes at least
 about one second (two IDLE legs); POP3 polling does not wait for it.
 
-Usage: python benchmarks/roundtrip.py [--trips 20] [--burst 100] [--poll 0.1]
+``--backend torch,onnx`` measures each classifier backend in turn, in one run
+(the do-nothing figures once, after them).
+
+Usage: python benchmarks/roundtrip.py [--trips 20] [--burst 100] [--poll 0.1] [--backend torch,onnx]
 """
 
 from __future__ import annotations
@@ -176,7 +179,11 @@ def main(argv=None) -> int:
                         help="burst with the pipeline and in turns, one after the other")
     parser.add_argument("--skip-real-burst", action="store_true",
                         help="burst only with the do-nothing classifier (fast)")
+    parser.add_argument("--backend", default="",
+                        help="classifier backends to measure in turn, comma-separated: auto, onnx, torch "
+                             "(default: config.ini's [classifier] backend)")
     args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()] or [None]
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
 
     image = PHOTO.read_bytes()
@@ -186,29 +193,34 @@ def main(argv=None) -> int:
         folder = Path(state)
         pop3 = write_config(hub, folder, "pop3", args.poll)
         imap = write_config(hub, folder, "imap", args.poll)
-        started = time.perf_counter()
-        classifier = edge.classifier(pop3, max_pixels=pop3.section("server").get_int("max_image_pixels", minimum=1))
-        print(f"classifier loaded in {time.perf_counter() - started:.1f} s")
-
-        alone = measure_classifier(classifier, image, args.burst)
-        print(f"classifier alone: {alone['single_median_s'] * 1000:.0f} ms per single image "
-              f"(median of 10); batch of {args.burst}: {alone['batch_s']:.2f} s = "
-              f"{alone['batch_images_per_s']:.1f} images/s")
-
         null = NullClassifier()
-        for name, config in ((f"POP3 polling every {args.poll:g} s", pop3), ("IMAP IDLE", imap)):
-            times, classify = measure_round_trips(config, classifier, image, args.trips)
-            mail_part = [trip - inside for trip, inside in zip(times, classify)]
-            mail, _ = measure_round_trips(config, null, image, args.trips)
-            print(f"round trip, {name}: median {statistics.median(times):.3f} s, "
-                  f"p95 {percentile(times, 0.95):.3f} s over {len(times)} trips "
-                  f"(classify() median {statistics.median(classify):.3f} s; the rest median "
-                  f"{statistics.median(mail_part):.3f} s); with a do-nothing classifier: "
-                  f"median {statistics.median(mail):.3f} s, p95 {percentile(mail, 0.95):.3f} s")
+        runs = []
+        for backend in backends:
+            started = time.perf_counter()
+            classifier = edge.classifier(
+                pop3, max_pixels=pop3.section("server").get_int("max_image_pixels", minimum=1), backend=backend)
+            label = f"real classifier, {classifier.backend} backend"
+            print(f"{label}: loaded in {time.perf_counter() - started:.1f} s")
 
-        runs = [("do-nothing classifier (mail path alone)", null)]
-        if not args.skip_real_burst:
-            runs.insert(0, ("real classifier", classifier))
+            alone = measure_classifier(classifier, image, args.burst)
+            print(f"{label} alone: {alone['single_median_s'] * 1000:.0f} ms per single image "
+                  f"(median of 10); batch of {args.burst}: {alone['batch_s']:.2f} s = "
+                  f"{alone['batch_images_per_s']:.1f} images/s")
+
+            for name, config in ((f"POP3 polling every {args.poll:g} s", pop3), ("IMAP IDLE", imap)):
+                times, classify = measure_round_trips(config, classifier, image, args.trips)
+                mail_part = [trip - inside for trip, inside in zip(times, classify)]
+                print(f"round trip, {name}, {label}: median {statistics.median(times):.3f} s, "
+                      f"p95 {percentile(times, 0.95):.3f} s over {len(times)} trips "
+                      f"(classify() median {statistics.median(classify):.3f} s; the rest median "
+                      f"{statistics.median(mail_part):.3f} s)")
+            if not args.skip_real_burst:
+                runs.append((label, classifier))
+        for name, config in ((f"POP3 polling every {args.poll:g} s", pop3), ("IMAP IDLE", imap)):
+            mail, _ = measure_round_trips(config, null, image, args.trips)
+            print(f"round trip, {name}, do-nothing classifier: median {statistics.median(mail):.3f} s, "
+                  f"p95 {percentile(mail, 0.95):.3f} s")
+        runs.append(("do-nothing classifier (mail path alone)", null))
         pipelines = [True] if args.no_pipeline is None else [not args.no_pipeline]
         if args.both:
             pipelines = [True, False]

@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="settings file (default: config.ini beside this program)")
     parser.add_argument("--model", metavar="JSON", help="model description to use instead of config's")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run the network")
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch"),
+                        help="what runs the networks: onnx (ONNX Runtime, CPU, needs the exports of "
+                             "python -m animalid.cli.export), torch (PyTorch) or auto (onnx when "
+                             "exported, torch on a GPU); default: config")
     parser.add_argument("-v", "--verbose", action="store_true", help="log timings")
     return parser
 
@@ -54,7 +58,7 @@ def classify_files(args: argparse.Namespace) -> int:
     from animalid.recognition.model import ModelSpec
 
     started = time.perf_counter()
-    overrides = {"top_k": args.top_k, "device": args.device}
+    overrides = {"top_k": args.top_k, "device": args.device, "backend": args.backend}
     if args.model:
         overrides["spec"] = ModelSpec.load(args.model)
     classifier = edge.classifier(load_config(args.config), **overrides)

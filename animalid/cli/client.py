@@ -239,7 +239,7 @@ def camera(config, args) -> int:
         return ExitStatus.USAGE
     from animalid.cli import settings as edge
 
-    return int(capture.run(config, args, make_requester=lambda: edge.requester(config, getattr(args, "receive", None))) or 0)
+    return int(capture.run(lambda: edge.capture_settings(config, args), make_requester=lambda: edge.requester(config, getattr(args, "receive", None))) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:

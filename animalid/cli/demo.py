@@ -77,6 +77,10 @@ def identify_through_hub(args: argparse.Namespace) -> int:
             if operations.url:
                 print(f"demo: operations page at {operations.url}", file=sys.stderr)
         cleanup.enter_context(serving_in_background(server.open()))
+        backend = getattr(server.classifier, "backend", "torch")
+        if web.enabled:
+            operations.metrics.set_build(backend=backend)
+        print(f"demo: the server classifies with the {backend} backend", file=sys.stderr)
         with edge.requester(config) as requester:
             started = time.monotonic()
             message_id = requester.send(images)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the queue, the claims each server holds and recent outcomes, then exit")
     parser.add_argument("--receive", choices=("imap", "pop3"),
                         help="override [server] receive: imap (IDLE) or pop3 (polling)")
+    parser.add_argument("--backend", choices=("auto", "onnx", "torch"),
+                        help="override [classifier] backend: onnx (ONNX Runtime on the CPU), "
+                             "torch (PyTorch) or auto (onnx when exported, torch on a GPU)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
     return parser
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = edge.server_settings(config, args.receive)
             print(status_report(settings, edge.mailbox(config, "server", settings.receive)))
             return ExitStatus.OK
-        server = edge.server(config, receive=args.receive)
+        server = edge.server(config, receive=args.receive, backend=args.backend)
         operations = None
         if not args.once:  # a cron run ends before anyone could look at a page
             from animalid.cli.operations import build_labels, start_operations
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 operations = start_operations(server, web, *build_labels(config))
         try:
             server.open()
+            if operations is not None:  # [classifier] backend = auto: now it is known
+                operations.metrics.set_build(backend=getattr(server.classifier, "backend", "torch"))
             server.run(once=args.once)
         finally:
             try:

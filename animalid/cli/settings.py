@@ -14,6 +14,7 @@ Errors name the file, the section and the key (``animalid.config``).
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from animalid.server.settings import AllowedSenders, ServerSettings
 from animalid.web.settings import WebSettings
 
 if TYPE_CHECKING:  # the classifier's modules import numpy: not for the client's start-up
+    from animalid.client.capture.settings import CaptureSettings
     from animalid.recognition.answer import AnswerRules
     from animalid.recognition.classifier import Classifier
 
@@ -305,14 +307,16 @@ def server_parts(config: Config, receive: str | None = None) -> ServerParts:
     return ServerParts(settings, mailbox(config, "server", settings.receive), sender(config, "server"))
 
 
-def server(config: Config, classifier: Any = None, receive: str | None = None) -> Any:
+def server(config: Config, classifier: Any = None, receive: str | None = None,
+           backend: str | None = None) -> Any:
     """A ``Server`` for config.ini; without ``classifier`` it loads the one [classifier]
-    describes when it opens (``LazyClassifier``)."""
+    describes (``backend``, when given, wins) when it opens (``LazyClassifier``)."""
     from animalid.server.service import Server
 
     parts = server_parts(config, receive)
     if classifier is None:
-        classifier = LazyClassifier(config, parts.settings.max_image_pixels)
+        classifier = LazyClassifier(classifier_options(
+            config, max_pixels=parts.settings.max_image_pixels, backend=backend))
     return Server(parts.settings, parts.mailbox, parts.sender, classifier)
 
 
@@ -338,6 +342,7 @@ def answer_rules(section: Section) -> "AnswerRules":
 def classifier_options(config: Config, **overrides: Any) -> dict[str, Any]:
     """``Classifier``'s keyword arguments from [classifier]; ``overrides`` (not None) win."""
     from animalid.recognition.model import VIEWS, ModelSpec
+    from animalid.recognition.onnx_backend import BACKENDS
     from animalid.recognition.placement import PRECISIONS
 
     section = config.section("classifier")
@@ -356,6 +361,7 @@ def classifier_options(config: Config, **overrides: Any) -> dict[str, Any]:
         batch_size=section.get_int("batch_size", minimum=0, maximum=4096),
         precision=section.get_choice("precision", PRECISIONS),
         decode_threads=section.get_int("decode_threads", minimum=0, maximum=256),
+        backend=section.get_choice("backend", BACKENDS),
     )
     options.update({key: value for key, value in overrides.items() if value is not None})
     if "spec" not in options:
@@ -374,13 +380,20 @@ class LazyClassifier:
     """The server's classifier, loaded by an explicit ``load()`` (the server calls it
     once the mail servers have accepted its logins, before the first request)."""
 
-    def __init__(self, config: Config, max_pixels: int):
-        self._config, self._max_pixels = config, max_pixels
+    def __init__(self, options: dict[str, Any]):
+        self._options = options  # Classifier's keyword arguments (classifier_options)
         self._loaded: Any = None
 
     def load(self) -> None:
         if self._loaded is None:
-            self._loaded = classifier(self._config, max_pixels=self._max_pixels)
+            from animalid.recognition.classifier import Classifier
+
+            self._loaded = Classifier(**self._options)
+
+    @property
+    def backend(self) -> str:
+        """What runs the networks once loaded: "onnx" or "torch"."""
+        return str(getattr(self._ready(), "backend", "torch"))
 
     def _ready(self) -> Any:
         if self._loaded is None:
@@ -404,3 +417,32 @@ def _path(section: Section, key: str) -> Path:
     return path
 
 
+def capture_settings(config: Config, args: argparse.Namespace) -> "CaptureSettings":
+    """The camera's settings: [camera] and [client], the command line winning where given."""
+    # Imported here: the capture package is for the camera mode alone.
+    from animalid.client.capture.settings import CaptureSettings, camera_source
+
+    camera, client = config.section("camera"), config.section("client")
+
+    def given(name: str) -> Any:
+        return getattr(args, name, None)
+
+    if given("camera"):
+        source = camera_source(given("camera"))  # relative to where the user is
+    else:
+        source = camera_source(camera.get("source"), config.folder)
+    width, height = given("resolution") or (camera.get_int("width", minimum=0),
+                                            camera.get_int("height", minimum=0))
+    save_dir = given("save_dir")
+    return CaptureSettings(
+        source=source, width=width, height=height,
+        warmup_frames=camera.get_int("warmup_frames", minimum=0),
+        jpeg_quality=given("jpeg_quality") or camera.get_int(
+            "jpeg_quality", minimum=1, maximum=100),
+        max_side=(given("max_side") if given("max_side") is not None
+                  else camera.get_int("max_side", minimum=0)),
+        save_dir=Path(save_dir) if save_dir else camera.get_path("save_dir", None),
+        window=not given("no_window"),
+        timeout_s=given("timeout") or client.get_float("timeout", minimum=0.1),
+        poll_interval_s=client.get_float("poll_interval", minimum=0.01, maximum=3600.0),
+    )

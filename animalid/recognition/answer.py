@@ -51,7 +51,7 @@ class AnswerRules:
 
     rank_threshold: float = 0.5
     min_confidence: float = 0.20
-    animal_threshold: float = 0.35
+    animal_threshold: float = 0.20  # config.DEFAULTS; tests/unit/test_backend_settings.py keeps them equal
     # Whether the picture shows an animal at all is judged on the most likely
     # classes only (0 = all): otherwise a flat output (a blank wall) adds up
     # hundreds of 0.1% animal classes to "an animal, 25%".
@@ -65,7 +65,7 @@ class AnswerRules:
     # A taxon's threshold rises by coverage_slope per factor of ten by which its
     # species outnumber the vocabulary's units in it, beyond a ratio of
     # 10**coverage_allowance (about 1 in 18), never above coverage_cap.
-    # Measured on both dev sets: docs/accuracy_lookalikes.md.
+    # Measured on both dev sets: docs/accuracy.md ("Look-alike groups, coverage and scene evidence").
     coverage_slope: float = 0.30
     coverage_allowance: float = 1.25
     coverage_cap: float = 0.90

@@ -8,19 +8,25 @@ outputs are combined, and the answer thresholds measured for that
 combination (README, "Accuracy"). ``animalid.cli.settings.classifier``
 builds one from config.ini [classifier]. This package is the only code that imports
 PyTorch; it knows nothing of mail.
+
+``backend`` picks what runs the networks (onnx_backend.py): ONNX Runtime on
+the CPU from the exports in ``models/onnx/`` (no PyTorch in the process), or
+PyTorch; ``auto`` takes ONNX Runtime when the exports are valid and falls
+back to PyTorch, saying why once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from animalid.errors import BadImageError
+from animalid.errors import BadImageError, ModelError
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
 from animalid.recognition.images import DEFAULT_MAX_PIXELS, load_image
 from animalid.recognition.knowledge import load_knowledge_base
@@ -33,6 +39,7 @@ from animalid.recognition.model import (
     load_network,
     pick_device,
 )
+from animalid.recognition.onnx_backend import CpuDevice, OnnxNetworks, choose_backend, decoding_threads
 from animalid.recognition.placement import CPU_BATCH_TENSORS, Placement
 from animalid.recognition.prefetch import prefetched, thread_pool
 
@@ -61,15 +68,30 @@ class Classifier:
                  rules: AnswerRules | None = None, top_k: int = 3, device: str = "auto",
                  threads: int = 0, allow_pickle: bool = False,
                  max_pixels: int = DEFAULT_MAX_PIXELS, views: Sequence[str] | None = None,
-                 batch_size: int = 0, precision: str = "fp32", decode_threads: int = 0):
-        import torch
-
-        self.torch = torch
+                 batch_size: int = 0, precision: str = "fp32", decode_threads: int = 0,
+                 backend: str = "auto"):
         ensemble = spec if isinstance(spec, EnsembleSpec) else EnsembleSpec.single(spec)
         if views:
             ensemble = ensemble.with_views(views)
         self.spec = ensemble
         self.max_pixels = max_pixels
+        self.onnx: OnnxNetworks | None = None
+        self.backend, why = choose_backend(backend, device)
+        if self.backend == "onnx":
+            try:
+                self._load_onnx(ensemble, kb_path, rules, top_k, threads, batch_size, decode_threads)
+                return
+            except ModelError as exc:
+                if backend == "onnx":
+                    raise
+                # Said once, at load: the server and classifier.py go on with PyTorch.
+                log.warning("backend auto: classifying with PyTorch: %s", exc)
+                self.backend, self.onnx = "torch", None
+        elif backend == "auto":
+            log.info("backend auto: classifying with PyTorch: %s", why)
+        import torch
+
+        self.torch = torch
         self.device = pick_device(torch, device)
         if self.device.type == "cpu":
             torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -89,6 +111,25 @@ class Classifier:
         # Twice the long side a padded view keeps and the short side a cropped one
         # resizes to, whatever the views: the same photo is reduced the same way
         # in every mode that holds the largest network.
+        self.needed = (max(2 * m.spec.crop for m in ensemble.members),
+                       max(2 * m.spec.resize for m in ensemble.members))
+        self.builder = AnswerBuilder(self.kb, self.labels, rules_for(ensemble, rules), top_k)
+
+    def _load_onnx(self, ensemble: EnsembleSpec, kb_path, rules, top_k: int, threads: int,
+                   batch_size: int, decode_threads: int) -> None:
+        """The ONNX Runtime backend (onnx_backend.py): no PyTorch in this process."""
+        self.torch = None  # type: ignore[assignment]  # no PyTorch on this backend
+        self.kb = load_knowledge_base(kb_path)
+        self.onnx = OnnxNetworks(ensemble, self.kb, threads)
+        self.device = CpuDevice()
+        # One setting sizes the whole process (onnx_backend.py, "Threads"): ONNX Runtime
+        # runs `threads` threads, and half as many (at least one) decode ahead of it.
+        decoding = decode_threads or decoding_threads(self.onnx.threads)
+        self.placement = Placement(self.device, batch_size or CPU_BATCH_TENSORS, "fp32", decoding)
+        self._pool = ThreadPoolExecutor(max_workers=decoding, thread_name_prefix="animalid-decode")
+        self.labels = self.onnx.labels
+        self.networks = []
+        self.weights = [member.weight for member in ensemble.members]
         self.needed = (max(2 * m.spec.crop for m in ensemble.members),
                        max(2 * m.spec.resize for m in ensemble.members))
         self.builder = AnswerBuilder(self.kb, self.labels, rules_for(ensemble, rules), top_k)
@@ -129,6 +170,12 @@ class Classifier:
             image = self.shrink(load_image(item[1], self.max_pixels))
         except BadImageError as exc:
             return exc
+        return self._views(image)
+
+    def _views(self, image) -> list:
+        """A decoded, shrunk image's views: one batch (views, 3, H, W) per member network."""
+        if self.onnx is not None:
+            return self.onnx.prepare(image)
         return [self.torch.stack(views_of(image)) for _, views_of in self.networks]
 
     def _answer_batch(self, ready: list[tuple[int, list]], items, answers: list) -> None:
@@ -139,8 +186,10 @@ class Classifier:
 
     def _forward(self, prepared: list[list]) -> "np.ndarray":
         """Every member's logits for prepared images: (members, views, images, classes)."""
-        torch, placement = self.torch, self.placement
         views = len(self.spec.views)
+        if self.onnx is not None:
+            return self.onnx.forward(prepared, views)
+        torch, placement = self.torch, self.placement
         per_member = []
         with torch.inference_mode():
             for index, (network, _) in enumerate(self.networks):
@@ -173,5 +222,4 @@ class Classifier:
 
     def logits(self, images: list) -> "np.ndarray":
         """Every member's logits for decoded RGB images: (members, views, images, classes)."""
-        return self._forward([[self.torch.stack(views_of(self.shrink(image))) for _, views_of in self.networks]
-                              for image in images])
+        return self._forward([self._views(self.shrink(image)) for image in images])

@@ -9,7 +9,7 @@ Two JSON formats are read:
   ``taxon_sizes`` (species per taxon, for the coverage rule), ``scene_evidence``
   (non-animal classes that imply an animal) and ``lookalike_groups`` (groups
   named in place of a class that commonly stands for animals outside the
-  vocabulary); see docs/accuracy_lookalikes.md;
+  vocabulary); see docs/accuracy.md ("Look-alike groups, coverage and scene evidence");
 * the seed project's: an object keyed by class name whose key order is the
   class index, with commonName, description, habitat, isEndangered,
   isDangerous, poisonous and venomous. It has no taxonomy, so answers from it

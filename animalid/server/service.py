@@ -231,7 +231,8 @@ class Server:
         started = time.monotonic()
         self.classifier.load()
         self.model_ready = True
-        log.info("classifier ready in %.1f s", time.monotonic() - started)
+        log.info("classifier ready in %.1f s (%s backend)", time.monotonic() - started,
+                 getattr(self.classifier, "backend", "torch"))
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -58,7 +58,8 @@ class Metrics:
                                   "lost and made again", registry=registry)
         self.build = Info("animalid_build", "The running version, model and inference backend",
                           registry=registry)
-        self.build.info({"version": version, "model": model, "backend": backend})
+        self._build = {"version": version, "model": model, "backend": backend}
+        self.build.info(self._build)
         # Every label value from the start: a rate() over a series that appears
         # only at its first event misses that event.
         for outcome in FINAL_OUTCOMES:
@@ -68,6 +69,14 @@ class Metrics:
         if process:  # resident memory, CPU seconds, open files of this process
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
+
+    def set_build(self, model: str | None = None, backend: str | None = None) -> None:
+        """Name the model or backend once known (``auto`` picks the backend as the model loads)."""
+        if model is not None:
+            self._build["model"] = model
+        if backend is not None:
+            self._build["backend"] = backend
+        self.build.info(self._build)
 
     def request_finished(self, outcome: str, seconds: float | None, image_results: list[str]) -> None:
         self.requests.labels(outcome=outcome).inc()

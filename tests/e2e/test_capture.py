@@ -108,6 +108,7 @@ def expected_card(jpeg: bytes, name: str, number: int, answers: list[dict]) -> n
 STAND_IN_DRIVER = r'''
 import argparse, json, sys, time
 from pathlib import Path
+from animalid.cli import settings as edge
 from animalid.client import capture
 from animalid.config import load_config
 
@@ -144,7 +145,8 @@ capture.add_capture_arguments(parser)
 args = parser.parse_args()
 requester = StandInRequester(args.spool, [float(d) for d in args.delays.split(",")] * 10,
                              json.loads(args.animals))
-sys.exit(capture.run(load_config(args.config), args, requester=requester))
+sys.exit(capture.run(lambda: edge.capture_settings(load_config(args.config), args),
+                     requester=requester))
 '''
 
 

@@ -25,7 +25,10 @@ MODES = ("fast", "balanced", "full")
 @pytest.fixture(scope="module")
 def modes() -> dict:
     config = load_config(ROOT / "config.ini")
-    return {mode: edge.classifier(config, spec=EnsembleSpec.load(ROOT / "models" / f"{mode}.json"))
+    # The PyTorch backend (its networks are inspected below); tests/e2e/test_onnx_backend.py
+    # checks the ONNX backend against it.
+    return {mode: edge.classifier(config, spec=EnsembleSpec.load(ROOT / "models" / f"{mode}.json"),
+                                  backend="torch")
             for mode in MODES}
 
 
@@ -118,7 +121,7 @@ def test_config_chooses_the_model_and_the_views(tmp_path):
     path.write_text(f"[classifier]\nmodel = {ROOT / 'models' / 'full.json'}\nviews = pad, crop\n"
                     f"knowledge_base = {ROOT / 'animal_image.json'}\n")
     classifier = edge.classifier(load_config(path))
-    assert len(classifier.networks) == 3 and classifier.spec.views == ["pad", "crop"]
+    assert len(classifier.spec.members) == 3 and classifier.spec.views == ["pad", "crop"]
     assert classifier.builder.rules.threshold("family") == classifier.spec.thresholds["family"]
     assert headline(answer_of(classifier, "tiger.png")).startswith("Tiger")
 

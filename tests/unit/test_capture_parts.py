@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from animalid.cli import settings as edge
 from animalid.client import capture
 from animalid.errors import ExitStatus
 from animalid.testing.harness import PHOTOS, ROOT
@@ -94,10 +95,10 @@ def test_command_line_overrides_config(tmp_path):
     parser = argparse.ArgumentParser()
     capture.add_capture_arguments(parser)
     config = load_config(tmp_path / "c.ini")
-    from_file = capture.CaptureSettings.from_config(config, parser.parse_args([]))
+    from_file = edge.capture_settings(config, parser.parse_args([]))
     assert (from_file.source, from_file.width, from_file.jpeg_quality) == (str(tmp_path / "clip.avi"), 800, 70)
     assert (from_file.save_dir, from_file.timeout_s, from_file.window) == (tmp_path / "shots", 42, True)
-    given = capture.CaptureSettings.from_config(config, parser.parse_args(
+    given = edge.capture_settings(config, parser.parse_args(
         ["--camera", "2", "--resolution", "320x240", "--jpeg-quality", "50", "--max-side", "0",
          "--no-window", "--save-dir", "elsewhere"]))
     assert (given.source, given.width, given.height, given.jpeg_quality, given.max_side) == (2, 320, 240, 50, 0)

@@ -4,12 +4,11 @@ a one-line message and an exit status."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from animalid.client.capture.archive import ShotArchive
 from animalid.client.capture.camera import Camera
@@ -21,9 +20,6 @@ from animalid.client.capture.terminal import Console, run_terminal
 from animalid.client.capture.text import FONT_DIRS
 from animalid.client.capture.window import WindowUnavailable, run_window
 from animalid.errors import AnimalIdError, ExitStatus
-
-if TYPE_CHECKING:  # only for annotations: importing them costs start-up time
-    from animalid.config import Config
 
 
 def _quiet_opencv() -> None:
@@ -48,10 +44,14 @@ def _program() -> str:
     return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "client.py"
 
 
-def run(config: "Config", args: argparse.Namespace, *, requester=None,
+def run(make_settings: Callable[[], CaptureSettings], *, requester=None,
         make_requester: Callable[[], Any] | None = None,
         stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     """Capture, send and show answers until the user quits; the exit status.
+
+    ``make_settings`` builds the camera settings (client.py passes
+    animalid.cli.settings.capture_settings); it runs inside the error handling
+    so that a bad setting is one line.
 
     ``make_requester`` builds the mail Requester once the camera settings are
     known good (client.py passes animalid.cli.settings.requester); a ready
@@ -61,7 +61,7 @@ def run(config: "Config", args: argparse.Namespace, *, requester=None,
     console = Console(stdout or sys.stdout)
     _quiet_opencv()
     try:
-        settings = CaptureSettings.from_config(config, args)
+        settings = make_settings()
         use_window = settings.window and display_available()
         if settings.window and not use_window:
             console.say("no display: using the terminal instead of a window")

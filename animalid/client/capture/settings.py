@@ -1,8 +1,8 @@
 """The camera's command line and its settings.
 
 The options client.py adds for the camera, and :class:`CaptureSettings`:
-config.ini's [camera] and [client] sections (their defaults live in the one
-table ``animalid.config.DEFAULTS``) with the command line winning where given.
+what the camera needs, built by ``animalid.cli.settings.capture_settings`` from
+config.ini's [camera] and [client] sections with the command line winning.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:  # only for annotations: importing them costs start-up time
-    from animalid.config import Config
+from typing import Callable
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -86,31 +83,3 @@ class CaptureSettings:
     window: bool
     timeout_s: float
     poll_interval_s: float
-
-    @classmethod
-    def from_config(cls, config: "Config", args: argparse.Namespace) -> "CaptureSettings":
-        """[camera] and [client] settings; the command line wins where given."""
-        camera, client = config.section("camera"), config.section("client")
-
-        def given(name: str):
-            return getattr(args, name, None)
-
-        if given("camera"):
-            source = camera_source(given("camera"))  # relative to where the user is
-        else:
-            source = camera_source(camera.get("source"), config.folder)
-        width, height = given("resolution") or (camera.get_int("width", minimum=0),
-                                                camera.get_int("height", minimum=0))
-        save_dir = given("save_dir")
-        return cls(
-            source=source, width=width, height=height,
-            warmup_frames=camera.get_int("warmup_frames", minimum=0),
-            jpeg_quality=given("jpeg_quality") or camera.get_int(
-                "jpeg_quality", minimum=1, maximum=100),
-            max_side=(given("max_side") if given("max_side") is not None
-                      else camera.get_int("max_side", minimum=0)),
-            save_dir=Path(save_dir) if save_dir else camera.get_path("save_dir", None),
-            window=not given("no_window"),
-            timeout_s=given("timeout") or client.get_float("timeout", minimum=0.1),
-            poll_interval_s=client.get_float("poll_interval", minimum=0.01, maximum=3600.0),
-        )
