@@ -126,6 +126,13 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "claims_folder": "animalid-claims",
         "claim_lease": "60",
     },
+    "web": {
+        # The operations page, /metrics and the health endpoints (docs/operations.md).
+        "listen": "127.0.0.1:8470",  # empty: no page
+        "token_env": "",
+        "token_command": "",
+        "keep_days": "7",
+    },
     "security": {
         "signing_key_env": "",
         "signing_key_command": "",

@@ -93,14 +93,26 @@ def main(argv: list[str] | None = None) -> int:
             print(status_report(settings, edge.mailbox(config, "server", settings.receive)))
             return ExitStatus.OK
         server = edge.server(config, receive=args.receive, backend=args.backend)
+        operations = None
+        if not args.once:  # a cron run ends before anyone could look at a page
+            from animalid.cli.operations import build_labels, start_operations
+
+            web = edge.web_settings(config)
+            if web.enabled:
+                operations = start_operations(server, web, *build_labels(config))
         try:
             server.open()
+            if operations is not None:  # [classifier] backend = auto: now it is known
+                operations.metrics.set_build(backend=getattr(server.classifier, "backend", "torch"))
             server.run(once=args.once)
         finally:
             try:
                 server.close()
             except KeyboardInterrupt:
                 pass
+            finally:
+                if operations is not None:
+                    operations.close()
         return ExitStatus.OK
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -40,6 +40,7 @@ from animalid.mail.transport import (
 )
 from animalid.server.ledger import POSTGRES_SCHEMES, LedgerSettings
 from animalid.server.settings import AllowedSenders, ServerSettings
+from animalid.web.settings import WebSettings
 
 if TYPE_CHECKING:  # the classifier's modules import numpy: not for the client's start-up
     from animalid.client.capture.settings import CaptureSettings
@@ -279,6 +280,27 @@ def _claims_folder(config: Config) -> str:
             raise section.error("claims_folder", f"{folder!r} is also {name}; claims need a folder "
                                                  "of their own")
     return folder
+
+
+def web_settings(config: Config) -> WebSettings:
+    """[web]: the operations page's address, its token (when it is not on loopback)
+    and the thumbnails' retention; the thumbnails live beside [server] state_file."""
+    section = config.section("web")
+    listen = section.get("listen", "")
+    source = section.secret_source("token")
+    token = ""
+    if listen and source.named:
+        token = source.fetch()
+        if len(token) < MIN_SECRET_CHARS:
+            raise section.error("token_env / token_command",
+                                f"the token is shorter than {MIN_SECRET_CHARS} characters "
+                                "(use e.g. openssl rand -base64 32)")
+    keep_days = section.get_float("keep_days", minimum=0.0, maximum=3650.0)
+    thumbnails = _path(config.section("server"), "state_file").parent / "thumbnails"
+    try:
+        return WebSettings(listen=listen, token=token, keep_days=keep_days, thumbnails=thumbnails)
+    except ValueError as exc:
+        raise section.error("listen", str(exc)) from None
 
 
 @dataclass(frozen=True)

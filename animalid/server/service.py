@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from animalid.errors import AnimalIdError, PermanentError, TransientError
+from animalid.history import WORKING, RequestRecord
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
 from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
 from animalid.mail.protection import Protection
@@ -52,11 +53,15 @@ from animalid.server.answering import SEND_ATTEMPTS, Answerer, ClassifierLike
 from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
 from animalid.server.jobs import Job, PassStats, Verdict
 from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
+from animalid.server.observer import NoObserver, Observer
 from animalid.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 3600.0
+# The action words of the log lines, as the history's and the metrics' outcomes.
+ACTION_OUTCOMES = {"answered": ANSWERED, "answered with errors": ANSWERED, "refused": REFUSED,
+                   "ignored": IGNORED, "set-aside": SET_ASIDE}
 # Per pass: bounded memory, and answers start flowing during a long burst.
 MAX_MESSAGES_PER_PASS = 64
 MAX_BYTES_PER_PASS = 200_000_000
@@ -117,6 +122,21 @@ class Server:
         self.worker = new_worker_id()
         self.claims: Claims | None = None  # set when the mailbox is shared (IMAP MOVE + UIDPLUS)
         self.stop_event = threading.Event()
+        self.observer: Observer = NoObserver()
+        # What the operations page reads (animalid.web): this worker's own view.
+        self.queue_depth = 0  # requests waiting in the watched folder at the last look
+        self.mailbox_ok = False  # logged in, and the last pass reached the mail servers
+        self.model_ready = False
+        self._arrivals: dict[str, float] = {}  # key -> when this worker first saw it listed
+
+    def watch(self, observer: Observer) -> None:
+        """Tell ``observer`` about every request handled from now on."""
+        self.observer = observer
+        self.answerer.observer = observer
+
+    @property
+    def claims_held(self) -> int:
+        return len(self.claims.held) if self.claims is not None else 0
 
     @property
     def classify_seconds(self) -> float:
@@ -147,6 +167,7 @@ class Server:
             # not after the model has loaded.
             self.mailbox.verify_login()
             self.sender.verify_login()
+            self.mailbox_ok = True
             if not alone:
                 self._share_or_lock()
             self._load_classifier()  # before the first mail, not during it
@@ -214,6 +235,7 @@ class Server:
     def _load_classifier(self) -> None:
         started = time.monotonic()
         self.classifier.load()
+        self.model_ready = True
         log.info("classifier ready in %.1f s (%s backend)", time.monotonic() - started,
                  getattr(self.classifier, "backend", "torch"))
 
@@ -240,7 +262,9 @@ class Server:
                     log.info("the connection is back after %.0f s (%d failed tries)",
                              time.monotonic() - lost_at, failures)
                     lost_at = None
+                    self.observer.mailbox_reconnected()
                 failures = 0
+                self.mailbox_ok = True
                 if stats.more_waiting:
                     continue
                 if once:
@@ -250,6 +274,7 @@ class Server:
                 # A dropped connection or a server restarting: reconnect with
                 # capped backoff (the mailbox reopens on its next call).
                 failures += 1
+                self.mailbox_ok = False
                 if once and failures >= SEND_ATTEMPTS:
                     raise
                 delay = backoff_delay(failures, 1.0, self.settings.retry_max_delay)
@@ -358,7 +383,17 @@ class Server:
         if leftovers:
             log.info("removing %d request(s) answered earlier", len(leftovers))
             self._remove_answered(leftovers)
-        return [ref for ref in refs if ref.key not in finished]
+        waiting = [ref for ref in refs if ref.key not in finished]
+        self._note_arrivals(waiting)
+        return waiting
+
+    def _note_arrivals(self, waiting: list[MailRef]) -> None:
+        """When each waiting request was first seen (its arrival, for the page and the
+        request duration), and how many wait; forget what is gone."""
+        now = time.time()
+        keys = [ref.key for ref in waiting] + (list(self.claims.held) if self.claims is not None else [])
+        self._arrivals = {key: self._arrivals.get(key, now) for key in keys}
+        self.queue_depth = len(waiting)
 
     @staticmethod
     def _take_batch(refs: list[MailRef], max_message_bytes: int) -> list[MailRef]:
@@ -392,6 +427,7 @@ class Server:
         done: list[MailRef] = []
         keep: list[MailRef] = []
         ids_in_pass: set[str] = set()
+        parsed: list[Job] = []
         for ref in refs:
             content = contents.get(ref.key)
             if content is None and ref.key not in headers:
@@ -411,16 +447,20 @@ class Server:
                 continue
             if incoming.message_id:
                 ids_in_pass.add(incoming.message_id)
-            job = Job(ref, incoming, attempts[ref.key])
+            parsed.append(Job(ref, incoming, attempts[ref.key],
+                              arrived=self._arrivals.get(ref.key, time.time())))
+        if parsed:
+            self._record_taken_up(parsed)
+        for job in parsed:
             verdict = self._triage(job, stats)
             if verdict is Verdict.WORK:
                 jobs.append(job)
             elif verdict is Verdict.REMOVE:
-                done.append(ref)
+                done.append(job.ref)
             elif verdict is Verdict.KEEP:
-                keep.append(ref)
+                keep.append(job.ref)
             elif verdict is Verdict.WAIT:
-                self._ledger.release_attempt(ref.key)  # waiting is not a failed try
+                self._ledger.release_attempt(job.ref.key)  # waiting is not a failed try
                 stats.waiting += 1
         if jobs:
             done += self.answerer.classify_and_answer(jobs, stats)
@@ -428,6 +468,16 @@ class Server:
             self._remove_answered(done)
         if keep and self.claims is not None:
             self.claims.give_back(keep)  # left in the mailbox: back to the INBOX
+
+    def _record_taken_up(self, jobs: list[Job]) -> None:
+        """The requests of this pass in the history, before triage (one transaction): the
+        live pages show them at once, and their final rows keep arrival, sender and subject."""
+        self._ledger.record_requests([
+            RequestRecord(key=job.ref.key, arrived=job.arrived, sender=job.incoming.sender,
+                          subject=clean_text(job.incoming.subject, 300), outcome=WORKING,
+                          reason="being answered", worker=self.worker, message_id=job.incoming.message_id)
+            for job in jobs])
+        self.observer.changed()
 
     def _read(self, ref: MailRef, content: bytes | TooLarge | None,
               header_bytes: bytes | None) -> Incoming | None:
@@ -541,6 +591,7 @@ class Server:
             log.warning("%s: could not move to %s: %s", ref.key, self.settings.failed_folder, exc)
         self._ledger.mark_set_aside(ref.key, reason=reason)
         log.info("%s from (unknown): set-aside (%s)", ref.key, reason)
+        self.observer.request_finished(ref.key, SET_ASIDE, None)
 
     def _send_notice(self, job: Job, answers: list[dict[str, Any]],
                      protection: Protection | None = None) -> None:
@@ -566,11 +617,17 @@ class Server:
         if self.claims is not None:
             self.claims.finished(refs)
 
-    @staticmethod
-    def _log(job: Job, action: str, reason: str) -> None:
+    def _log(self, job: Job, action: str, reason: str) -> None:
+        """The one log line of a handled message, and the same news for the observer."""
         incoming = job.incoming
         log.info("%s from %s: %s (%s)", incoming.message_id or job.ref.key,
                  incoming.sender or "(no sender)", action, reason)
+        outcome = ACTION_OUTCOMES.get(action)
+        if outcome == ANSWERED:
+            self.observer.request_finished(job.ref.key, ANSWERED, max(0.0, time.time() - job.arrived),
+                                           job.answers, job.photos())
+        elif outcome is not None:
+            self.observer.request_finished(job.ref.key, outcome, None)
 
 
 @contextmanager

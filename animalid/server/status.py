@@ -2,8 +2,9 @@
 the mailbox and the shared ledger (no lock taken, no model loaded, nothing changed).
 
 It prints the queue (requests waiting in the watched folder), the workers
-seen lately, the claims each holds in the claims folder with their age and
-lease, and the recent outcomes from the ledger.
+seen lately with the address of each one's operations page, the claims each
+holds in the claims folder with their age and lease, and the recent outcomes
+from the ledger.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def status_report(settings: ServerSettings, mailbox: Mailbox, now: Callable[[], 
         clock = now()
         if receive == "imap" and box.supports_claims():
             known = ledger.workers_known()
+            pages = ledger.pages()
             living = {worker: at for worker, at in known.items() if clock - at <= lease}
             lines.append(f"workers   {len(living)} renewed their leases in the last {lease:g} s")
             # A worker whose lease ran out stopped without saying so (killed, crashed, cut
@@ -46,7 +48,8 @@ def status_report(settings: ServerSettings, mailbox: Mailbox, now: Callable[[], 
             shown = {worker for _, worker in gone[-SHOWN_GONE:]}
             for worker, at in known.items():
                 if worker in living:
-                    lines.append(f"  {worker:<28} last beat {_age(clock - at)} ago")
+                    page = f", page {pages[worker]}" if pages.get(worker) else ""
+                    lines.append(f"  {worker:<28} last beat {_age(clock - at)} ago{page}")
                 elif worker in shown:
                     lines.append(f"  {worker:<28} gone: last seen {_age(clock - at)} ago")
             if len(gone) > SHOWN_GONE:
@@ -55,6 +58,8 @@ def status_report(settings: ServerSettings, mailbox: Mailbox, now: Callable[[], 
             lines += _claims(ledger, claims_folder, uidvalidity, uids, lease, clock)
         else:
             lines.append("claims    none: this mailbox has one server (POP3, or IMAP without MOVE/UIDPLUS)")
+            for worker, url in ledger.pages().items():
+                lines.append(f"page      {url} ({worker})")
         box.end_pass()
         lines += _outcomes(ledger, clock)
     return "\n".join(lines)
