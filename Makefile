@@ -22,9 +22,11 @@ APT_DEMO := dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd
 # makes the iPhone-style HEIC photo there. postgresql: the tests start a private
 # PostgreSQL server in a temporary folder for the servers' shared ledger
 # (tests/e2e/test_workers.py, tests/e2e/test_ledger_postgres.py; animalid/testing/postgres.py).
+# chromium and chromium-driver: a real headless browser loads the operations page
+# (tests/e2e/test_operations_page.py through Selenium; animalid/testing/browser.py).
 APT_PACKAGES := $(APT_DEMO) xvfb xdotool fonts-dejavu-core libpython3.11-testsuite \
                 swaks libnet-ssleay-perl libio-socket-ssl-perl fetchmail neomutt \
-                libheif-examples postgresql
+                libheif-examples postgresql chromium chromium-driver
 # One stamp per set: the Python packages with the demo's Debian packages, then the tests' own.
 STAMP      := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-tests

@@ -130,6 +130,13 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "claims_folder": "animalid-claims",
         "claim_lease": "60",
     },
+    "web": {
+        # The operations page, /metrics and the health endpoints (docs/operations.md).
+        "listen": "127.0.0.1:8470",  # empty: no page
+        "token_env": "",
+        "token_command": "",
+        "keep_days": "7",
+    },
     "security": {
         "signing_key_env": "",
         "signing_key_command": "",
@@ -174,13 +181,16 @@ _FALSE = {"0", "no", "false", "off"}
 
 def load_config(path: str | os.PathLike | None = None) -> "Config":
     """Read the config file (default: config.ini beside the programs)."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    given = path is not None and str(path) != ""
+    path = Path(path) if path is not None and given else DEFAULT_CONFIG
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (use --config FILE)") from None
+        # The name as the user typed it; without --config, where the default was looked for.
+        raise ConfigError(f"{path}: no such file" if given else
+                          f"{path}: no such file (the default settings file; --config FILE names another)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except configparser.Error as exc:

@@ -18,6 +18,8 @@ CONTRACT_KEYS = ("file", "scientific_name", "common_name", "description", "habit
 # The keys of an animal answer's ``lead`` object (what the headline opens with);
 # a lead that names one animal also carries its description, habitat and endangered.
 LEAD_KEYS = ("common_name", "scientific_name", "rank", "probability")
+# Optional: "note", a sentence about the photo itself (e.g. that a GIF's palette can change
+# the answer); "most_likely" and "looks_like" (see headline()).
 
 
 def headline(answer: dict) -> str:
@@ -160,6 +162,8 @@ def render_text(answer: dict) -> str:
     if facts.get("description"):
         lines.append(f"  About:        {facts['description']}")
     lines += _alternative_lines(answer)
+    if answer.get("note"):
+        lines.append(f"  Note:         {answer['note']}")
     return "\n".join(lines)
 
 

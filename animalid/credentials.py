@@ -42,6 +42,15 @@ class SecretSource:
         """Whether any source is given at all."""
         return bool(self.variable or self.command)
 
+    def described(self) -> str:
+        """Where the secret comes from now, in words for an error, without the secret or the
+        command itself (a command may hold one: ``echo hunter2``)."""
+        if self.variable and self.variable in os.environ:
+            return f"the environment variable {self.variable} ({self.where} {self.name}_env)"
+        if self.command:
+            return f"{self.where} {self.name}_command"
+        return f"{self.where} {self.name}_env / {self.name}_command"
+
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.where} {key}: {problem}")
 

@@ -24,11 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Identify the animal in each image with pretrained networks "
                     "(config.ini [classifier] model; by default models/balanced.json, "
                     "EfficientNet-Lite1 and -Lite2) and the animal_image.json knowledge base.",
-        epilog="The answer names the deepest taxonomic rank that is confident enough; "
-               "below min_confidence at every rank it says 'Could not identify'. "
-               "Thresholds, model and knowledge base are set in config.ini [classifier]. "
-               "Exit status: 0 all images answered, 1 some file could not be read, "
-               "2 bad settings or model.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The answer names the deepest taxonomic rank that is confident enough;\n"
+               "below min_confidence at every rank it says 'Could not identify'.\n"
+               "Thresholds, model and knowledge base are set in config.ini [classifier].\n"
+               "exit status: 0 all images answered, 1 some file could not be read,\n"
+               "2 bad settings or model.\n"
+               "examples:\n"
+               "  .venv/bin/python classifier.py tests/photos/tiger.png\n"
+               "  .venv/bin/python classifier.py --json photo1.jpg photo2.heic")
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files (JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC/HEIF, AVIF)")
     parser.add_argument("--json", action="store_true", help="print the output contract as JSON, one object per image")

@@ -24,6 +24,8 @@ from animalid.config import DEFAULT_CONFIG, load_config
 from animalid.errors import ExitStatus
 
 PROG = "client.py"
+# How hints write a command to copy: with the virtual environment's Python (README).
+RUN = ".venv/bin/python client.py"
 SPINNER = "|/-\\"
 # When to say that the server may not be running. A round trip takes 0.2-1.2 s
 # on the local hub and a few seconds through Gmail or Outlook (README, "Speed"):
@@ -53,8 +55,8 @@ EPILOG = """\
 exit status: 0 answered, 1 error (e.g. unreadable image), 2 bad settings,
 3 no answer in time, 4 login refused, 5 mail server unreachable, 130 Ctrl-C.
 examples:
-  python client.py --image tiger.jpg --image dog.png
-  python client.py --collect      # answers that came after an earlier run gave up
+  .venv/bin/python client.py --image tiger.jpg --image dog.png
+  .venv/bin/python client.py --collect      # answers that came after an earlier run gave up
 """
 
 
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", default=None,
                         help=f"settings file (default: {DEFAULT_CONFIG.name} beside client.py)")
     parser.add_argument("--json", action="store_true",
-                        help="print the answers as JSON (a list, one object per image)")
+                        help="print the answers as JSON: one list, one object per image, each with "
+                             "\"late\": true for an answer to an earlier request (with its \"request\" "
+                             "Message-ID and \"sent\" time) or false for this one")
     parser.add_argument("--collect", action="store_true",
                         help="only fetch and print the answers to earlier requests that came "
                              "after client.py stopped waiting (and remove them from the INBOX)")
@@ -135,24 +139,30 @@ class Progress:
 def hint_text(server: str, elapsed: float) -> str:
     return (f"no answer after {elapsed:.0f} s: the server ({server}) may not be running. "
             f"Your photo waits in its mailbox and the answer will still come: "
-            f"{PROG} --collect (or your next {PROG} run) shows it.")
+            f"{RUN} --collect (or your next {PROG} run) shows it.")
 
 
-def show_late(found, waiting: dict, as_json: bool, stream=sys.stdout) -> None:
-    """Print the late answers of earlier requests: text, or with ``as_json`` one JSON list."""
+def show_late(found, waiting: dict, stream=sys.stdout) -> None:
+    """Print the late answers of earlier requests as text, each under the request it answers."""
     from animalid.contract import render_answers
 
-    if as_json:
-        print(json.dumps([{"request": message_id, "sent": waiting[message_id].sent_text,
-                           "files": waiting[message_id].files, "answers": answers}
-                          for message_id, answers in found], ensure_ascii=False, indent=2),
-              file=stream)
-        return
     for message_id, answers in found:
         entry = waiting[message_id]
         print(f"Late answer to your request of {entry.sent_text} ({', '.join(entry.files)}):",
               file=stream)
         print(render_answers(answers) + "\n", file=stream)
+
+
+def marked(answers: list[dict], late: bool, message_id: str = "", sent: str = "") -> list[dict]:
+    """The answers as --json prints them: each says whether it is late, and a late one
+    names the request it answers (its Message-ID) and when that was sent."""
+    extra = {"late": late, **({"request": message_id, "sent": sent} if late else {})}
+    return [{**answer, **extra} for answer in answers]
+
+
+def late_json(found, waiting: dict) -> list[dict]:
+    return [answer for message_id, answers in found
+            for answer in marked(answers, True, message_id, waiting[message_id].sent_text)]
 
 
 def collect_late(requester, record, quiet_errors: bool) -> tuple[list, dict]:
@@ -181,7 +191,10 @@ def collect(config, args) -> int:
     with edge.requester(config, receive=args.receive) as requester:
         record = edge.pending_record(config, requester.account.address)
         found, waiting = collect_late(requester, record, quiet_errors=False)
-    show_late(found, waiting, args.json)
+    if args.json:
+        print(json.dumps(late_json(found, waiting), ensure_ascii=False, indent=2))
+    else:
+        show_late(found, waiting)
     left = len(waiting) - len(found)
     if not waiting:
         print(f"{PROG}: no earlier request is waiting for an answer", file=sys.stderr)
@@ -199,42 +212,52 @@ def identify(config, args) -> int:
     from animalid.contract import render_answers
     from animalid.errors import UnreachableError
 
-    images = read_images(args.image)
+    # Checked here against the server's pixel limit (the same file's [server] section,
+    # or its default), so a photo the server would refuse is never mailed.
+    images = read_images(args.image, config.section("server").get_int("max_image_pixels", minimum=1))
     progress = Progress()
-    with edge.requester(config, receive=args.receive) as requester:
-        record = edge.pending_record(config, requester.account.address)
-        found, waiting = collect_late(requester, record, quiet_errors=True)
-        # With --json, stdout is this request's answers alone; late ones go to stderr.
-        show_late(found, waiting, False, sys.stderr if args.json else sys.stdout)
-        timeout = args.timeout if args.timeout is not None else requester.timeout
-        started = time.monotonic()
-        message_id = requester.send(images)
-        record.add(message_id, [name for name, _ in images])
-        progress.start(requester.server_address, timeout)
-        try:
-            answers = requester.wait([message_id], timeout=timeout, on_tick=progress.tick)[message_id]
-        except AnswerTimeout as exc:
-            raise AnswerTimeout(f"{exc}: the server may not be running. The request stays on "
-                                f"record: {PROG} --collect shows its answer once the server has run",
-                                exc.answers, exc.missing) from None
-        except UnreachableError as exc:
-            raise UnreachableError(f"{exc}. The request stays on record: {PROG} --collect shows "
-                                   f"its answer later") from None
-        finally:
-            progress.done()
-        record.remove([message_id])
-    if args.json:
-        print(json.dumps(answers, ensure_ascii=False, indent=2))
-    else:
+    printed: list[dict] = []  # with --json: every answer of this run, printed as one list at the end
+    try:
+        with edge.requester(config, receive=args.receive) as requester:
+            record = edge.pending_record(config, requester.account.address)
+            found, waiting = collect_late(requester, record, quiet_errors=True)
+            if args.json:
+                printed += late_json(found, waiting)
+            else:
+                show_late(found, waiting)
+            timeout = args.timeout if args.timeout is not None else requester.timeout
+            started = time.monotonic()
+            message_id = requester.send(images)
+            record.add(message_id, [name for name, _ in images])
+            progress.start(requester.server_address, timeout)
+            try:
+                answers = requester.wait([message_id], timeout=timeout, on_tick=progress.tick)[message_id]
+            except AnswerTimeout as exc:
+                raise AnswerTimeout(f"{exc}: the server may not be running. The request stays on "
+                                    f"record: {RUN} --collect shows its answer once the server has run",
+                                    exc.answers, exc.missing) from None
+            except UnreachableError as exc:
+                raise UnreachableError(f"{exc}. The request stays on record: {RUN} --collect shows "
+                                       f"its answer later") from None
+            finally:
+                progress.done()
+            record.remove([message_id])
+        printed += marked(answers, False)
+    finally:
+        # Late answers were taken off the record: printed even when this request fails.
+        if args.json and printed:
+            print(json.dumps(printed, ensure_ascii=False, indent=2))
+    if not args.json:
         print(render_answers(answers))
         if args.verbose:
             print(f"(answered in {time.monotonic() - started:.2f} s)", file=sys.stderr)
-    return ExitStatus.OK
+    # As classifier.py: 1 when the server could not answer a photo (README, exit statuses).
+    return ExitStatus.ERROR if any("error" in answer for answer in answers) else ExitStatus.OK
 
 
 def camera(config, args) -> int:
     if not opencv_available():
-        print(f"{PROG}: camera capture needs OpenCV (pip install -r requirements/client.txt); "
+        print(f"{PROG}: camera capture needs OpenCV (.venv/bin/pip install -r requirements/client.txt); "
               f"or use --image PATH", file=sys.stderr)
         return ExitStatus.USAGE
     from animalid.cli import settings as edge

@@ -1,6 +1,6 @@
 """One command for the whole story on one machine: hub, server, client, answer.
 
-``python -m animalid.cli.demo PHOTO...`` (or ``make demo``) starts the local mail
+``.venv/bin/python -m animalid.demo PHOTO...`` (or ``make demo``) starts the local mail
 hub from config.ini [hub] (or uses the one already running on that state
 folder), starts the server on its mailbox, mails the photos from the client
 account exactly as ``client.py --image`` would, prints the server's answer and
@@ -40,12 +40,15 @@ def start_or_reuse_hub(config):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m animalid.cli.demo",
+        prog=".venv/bin/python -m animalid.demo",
         description="Identify photos through the local mail hub: starts the hub and the server, "
                     "mails the photos from the client account and prints the answer.")
     parser.add_argument("photos", nargs="+", metavar="PHOTO", help="image files to identify")
     parser.add_argument("--config", metavar="FILE", help="settings file (default: config.ini)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
+    parser.add_argument("--serve", action="store_true",
+                        help="after the answer, keep the server and its operations page ([web] listen) "
+                             "running until Ctrl-C")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the server does")
     args = parser.parse_args(argv)
     setup_logging(args.verbose, logging.INFO if args.verbose else logging.WARNING)
@@ -64,9 +67,20 @@ def identify_through_hub(args: argparse.Namespace) -> int:
         if hub is not None:
             cleanup.callback(hub.stop)
         print("demo: loading the classifier and starting the server ...", file=sys.stderr)
-        server = cleanup.enter_context(serving_in_background(edge.server(config).open()))
-        print(f"demo: the server classifies with the {getattr(server.classifier, 'backend', 'torch')} backend",
-              file=sys.stderr)
+        server = edge.server(config)
+        web = edge.web_settings(config)
+        if web.enabled:
+            from animalid.cli.operations import build_labels, start_operations
+
+            operations = start_operations(server, web, *build_labels(config))
+            cleanup.callback(operations.close)
+            if operations.url:
+                print(f"demo: operations page at {operations.url}", file=sys.stderr)
+        cleanup.enter_context(serving_in_background(server.open()))
+        backend = getattr(server.classifier, "backend", "torch")
+        if web.enabled:
+            operations.metrics.set_build(backend=backend)
+        print(f"demo: the server classifies with the {backend} backend", file=sys.stderr)
         with edge.requester(config) as requester:
             started = time.monotonic()
             message_id = requester.send(images)
@@ -74,6 +88,9 @@ def identify_through_hub(args: argparse.Namespace) -> int:
             answers = requester.wait([message_id], timeout=args.timeout)[message_id]
         print(f"demo: answered in {time.monotonic() - started:.2f} s\n", file=sys.stderr)
         print(render_answers(answers))
+        if args.serve:
+            print("demo: serving until Ctrl-C (client.py --image PHOTO sends more)", file=sys.stderr, flush=True)
+            server.stop_event.wait()
     return ExitStatus.OK
 
 

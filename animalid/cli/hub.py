@@ -1,4 +1,4 @@
-"""``python -m animalid.mailhub`` / ``animalid-hub``: run the local mail hub until Ctrl-C.
+"""``.venv/bin/python -m animalid.mailhub`` / ``animalid-hub``: run the local mail hub until Ctrl-C.
 
 Starts Dovecot and the SMTP front (``animalid.devhub``) with the settings of
 config.ini ``[hub]`` (``--config``; without any file, the defaults table), with
@@ -7,7 +7,7 @@ SIGINT or SIGTERM. Each service listens on its standard port plus
 ``--port-offset``: SMTP-MX 25->1025, submissions 465->1465, submission
 587->1587, POP3 110->1110, IMAP 143->1143, IMAPS 993->1993, POP3S 995->1995.
 
-``python -m animalid.mailhub secret client1 [--state DIR]`` prints an
+``.venv/bin/python -m animalid.mailhub secret client1 [--state DIR]`` prints an
 account's password (``STATE/secrets/client1``). Errors are one line,
 ``mailhub: error: ...``, and exit status 2 (see ``animalid.cli.runner``).
 """
@@ -59,29 +59,40 @@ def _settings_for(args) -> dict:
 def _parser() -> argparse.ArgumentParser:
     defaults = DEFAULTS["hub"]
     p = argparse.ArgumentParser(
-        prog="python -m animalid.mailhub",
-        description="Run the local mail hub (Dovecot IMAP/POP3 + SMTP) until SIGINT/SIGTERM.",
+        prog=".venv/bin/python -m animalid.mailhub",
+        # Written out: argparse would show the optional "secret" command as a required "{secret} ...".
+        usage="%(prog)s [-h] [--config FILE] [--state DIR] [--listen ADDRESS] [--port-offset N]\n"
+              "              [--client NAME] [--domain DOMAIN] [--hostname NAME] [--max-message-bytes N] [-v]\n"
+              "       %(prog)s secret NAME [--state DIR]",
+        description="Run the local mail hub (Dovecot IMAP/POP3 + SMTP) until Ctrl-C or SIGTERM; "
+                    "with 'secret NAME', print that account's password instead.",
     )
     p.add_argument("--config", metavar="FILE",
                    help="settings file whose [hub] section gives the defaults below "
                         "(default: config.ini beside the programs)")
-    p.add_argument("--state", help=f"state folder (default: [hub] state_dir, else {defaults['state_dir']})")
-    p.add_argument("--listen", help=f"address to listen on (default: [hub] listen, else {defaults['listen']})")
-    p.add_argument("--port-offset", type=int,
+    p.add_argument("--state", metavar="DIR",
+                   help=f"state folder (default: [hub] state_dir, else {defaults['state_dir']})")
+    p.add_argument("--listen", metavar="ADDRESS",
+                   help=f"address to listen on (default: [hub] listen, else {defaults['listen']})")
+    p.add_argument("--port-offset", type=int, metavar="N",
                    help=f"added to each standard port (default: [hub] port_offset, else {defaults['port_offset']})")
     p.add_argument("--client", action="append", metavar="NAME",
                    help=f"client account (repeatable; default: [hub] clients, else {defaults['clients']})")
     p.add_argument("--domain", help=f"mail domain (default: [hub] domain, else {defaults['domain']})")
-    p.add_argument("--hostname", help="extra DNS name for the server certificate")
-    p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+    p.add_argument("--hostname", metavar="NAME", help="extra DNS name for the server certificate")
+    p.add_argument("--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="N",
                    help="largest message accepted (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every SMTP connection too")
-    sub = p.add_subparsers(dest="command", metavar="{secret}")
-    s = sub.add_parser("secret", help="print an account's password")
+    sub = p.add_subparsers(dest="command", title="command (optional)", metavar="secret NAME [--state DIR]",
+                           help="print an account's password (once the hub has run)")
+    s = sub.add_parser("secret", prog=f"{p.prog} secret",
+                       description="Print the password of a hub account (written when the hub first ran).")
     s.add_argument("name", help="local part (client1) or full address")
     # SUPPRESS: otherwise the subcommand's default would overwrite a --state
     # given before the subcommand name.
-    s.add_argument("--state", default=argparse.SUPPRESS, help="state folder (default: as above)")
+    s.add_argument("--state", metavar="DIR", default=argparse.SUPPRESS, help="state folder (default: as above)")
+    s.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                   help="settings file whose [hub] state_dir is used (default: as above)")
     return p
 
 

@@ -15,9 +15,16 @@ import sys
 import traceback
 from typing import Callable
 
+from animalid.envcheck import requirement_text, typed_command
 from animalid.errors import AnimalIdError, ExitStatus
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Libraries whose INFO lines say nothing to a user: imapclient logs "Connection
+# closed" at INFO whenever a connection ends, before every error and in --status.
+# Our own loggers say what happened, once.
+QUIET_LIBRARIES = ("imapclient",)
+# Programs run as modules, as typed after "python".
+MODULE_PROGRAMS = {"mailhub": "-m animalid.mailhub", "demo": "-m animalid.demo"}
 
 
 def setup_logging(verbose: bool, level: int = logging.INFO) -> None:
@@ -28,6 +35,8 @@ def setup_logging(verbose: bool, level: int = logging.INFO) -> None:
     """
     logging.basicConfig(level=level, stream=sys.stderr, format=LOG_FORMAT, force=True)
     logging.getLogger("animalid").setLevel(logging.DEBUG if verbose else level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def run_command(prog: str, body: Callable[[], int], verbose: bool = False,
@@ -49,8 +58,22 @@ def run_command(prog: str, body: Callable[[], int], verbose: bool = False,
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except Exception as exc:  # a bug or an OS failure: still one line, the traceback with -v
+        package = _missing_package(exc)
+        if package and not verbose:
+            # Imported on first use (psycopg for a PostgreSQL ledger, cv2 for the camera):
+            # this Python lacks it, as the entry points' own check would have said.
+            print(requirement_text(prog, typed_command(MODULE_PROGRAMS.get(prog, prog)), [package]),
+                  file=sys.stderr)
+            return ExitStatus.USAGE
         if verbose:
             traceback.print_exc()
         hint = "" if verbose else " (run with -v for the traceback)"
         print(f"{prog}: unexpected error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return ExitStatus.ERROR
+
+
+def _missing_package(exc: BaseException) -> str | None:
+    """The third-party package a ModuleNotFoundError names, else None."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("animalid"):
+        return exc.name.partition(".")[0]
+    return None

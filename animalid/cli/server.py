@@ -44,10 +44,10 @@ EPILOG = """\
 exit status: 0 done (--once) or stopped, 1 error, 2 bad settings,
 4 login refused, 5 mail server unreachable, 130 interrupted (Ctrl-C).
 examples:
-  python server.py                    serve until Ctrl-C
-  python server.py --once             answer what is waiting, then exit (cron)
-  python server.py --receive pop3 -v  poll by POP3 and log more
-  python server.py --status           queue, claims per server, recent outcomes
+  .venv/bin/python server.py                    serve until Ctrl-C
+  .venv/bin/python server.py --once             answer what is waiting, then exit (cron)
+  .venv/bin/python server.py --receive pop3 -v  poll by POP3 and log more
+  .venv/bin/python server.py --status           queue, servers, claims, recent outcomes
 """
 
 
@@ -93,14 +93,26 @@ def main(argv: list[str] | None = None) -> int:
             print(status_report(settings, edge.mailbox(config, "server", settings.receive)))
             return ExitStatus.OK
         server = edge.server(config, receive=args.receive, backend=args.backend)
+        operations = None
+        if not args.once:  # a cron run ends before anyone could look at a page
+            from animalid.cli.operations import build_labels, start_operations
+
+            web = edge.web_settings(config)
+            if web.enabled:
+                operations = start_operations(server, web, *build_labels(config))
         try:
             server.open()
+            if operations is not None:  # [classifier] backend = auto: now it is known
+                operations.metrics.set_build(backend=getattr(server.classifier, "backend", "torch"))
             server.run(once=args.once)
         finally:
             try:
                 server.close()
             except KeyboardInterrupt:
                 pass
+            finally:
+                if operations is not None:
+                    operations.close()
         return ExitStatus.OK
 
     signal.signal(signal.SIGTERM, on_sigterm)

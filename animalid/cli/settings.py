@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from animalid.client.pending import PendingRecord
 from animalid.client.requester import Requester
-from animalid.config import Config, Section
+from animalid.config import DEFAULT_CONFIG, Config, Section
 from animalid.mail.authresults import parse_trusted_ids
 from animalid.mail.mailbox import Mailbox
 from animalid.mail.messages import Limits
@@ -41,14 +41,15 @@ from animalid.mail.transport import (
 )
 from animalid.server.ledger import POSTGRES_SCHEMES, LedgerSettings
 from animalid.server.settings import AllowedSenders, ServerSettings
+from animalid.web.settings import WebSettings
 
 if TYPE_CHECKING:  # the classifier's modules import numpy: not for the client's start-up
     from animalid.client.capture.settings import CaptureSettings
     from animalid.recognition.answer import AnswerRules
     from animalid.recognition.classifier import Classifier
 
-# How to start the local hub, for messages about what it writes (its CA file).
-HUB_HINT = "python -m animalid.mailhub"
+# How to start the local hub, for messages about it (its CA file, its ports refusing).
+HUB_HINT = ".venv/bin/python -m animalid.mailhub"
 _WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 
 
@@ -74,14 +75,24 @@ def endpoint(config: Config, protocol: str) -> Endpoint:
     host = section.get("host")
     security = section.get_choice("security", SECURITY_CHOICES)
     port = section.get_int("port", minimum=1, maximum=65535) if section.has("port") else None
+    offset = hub_port_offset(config, host)
+    hub_port = STANDARD_PORTS[protocol][security] + offset
     if port is None:
-        port = STANDARD_PORTS[protocol][security] + hub_port_offset(config, host)
+        port = hub_port
         if port > 65535:
             raise config.section("hub").error("port_offset", f"puts the {protocol} port at {port}, "
                                                              "above 65535")
     return Endpoint(protocol=protocol, host=host, port=port, security=security,
                     ca_file=str(ca_path) if ca_path else None,
-                    timeout=section.get_float("timeout", minimum=1.0, maximum=600.0))
+                    timeout=section.get_float("timeout", minimum=1.0, maximum=600.0),
+                    # The hub's own host and port: a refusal then says how to start it.
+                    hub_hint=start_hub_hint(config) if offset and port == hub_port else "")
+
+
+def start_hub_hint(config: Config) -> str:
+    """How to start the local hub with this settings file, as a command to copy."""
+    option = "" if config.path == DEFAULT_CONFIG.resolve() else f" --config {config.path}"
+    return f"{HUB_HINT}{option}"
 
 
 def _missing_ca_text(config: Config, section: Section, ca_path: Path) -> str:
@@ -91,7 +102,7 @@ def _missing_ca_text(config: Config, section: Section, ca_path: Path) -> str:
     origin = f" ({section.relative_to(value)})" if section.relative_to(value) else ""
     if "${hub:state_dir}" in written.replace(" ", ""):
         return (f"{ca_path} does not exist{origin}: the local hub writes it when it first starts; "
-                f"start it ({HUB_HINT} --config {config.path}) or set ca_file")
+                f"start it ({start_hub_hint(config)}) or set ca_file")
     return f"{ca_path} does not exist{origin}"
 
 
@@ -286,6 +297,27 @@ def _claims_folder(config: Config) -> str:
             raise section.error("claims_folder", f"{folder!r} is also {name}; claims need a folder "
                                                  "of their own")
     return folder
+
+
+def web_settings(config: Config) -> WebSettings:
+    """[web]: the operations page's address, its token (when it is not on loopback)
+    and the thumbnails' retention; the thumbnails live beside [server] state_file."""
+    section = config.section("web")
+    listen = section.get("listen", "")
+    source = section.secret_source("token")
+    token = ""
+    if listen and source.named:
+        token = source.fetch()
+        if len(token) < MIN_SECRET_CHARS:
+            raise section.error("token_env / token_command",
+                                f"the token is shorter than {MIN_SECRET_CHARS} characters "
+                                "(use e.g. openssl rand -base64 32)")
+    keep_days = section.get_float("keep_days", minimum=0.0, maximum=3650.0)
+    thumbnails = _path(config.section("server"), "state_file").parent / "thumbnails"
+    try:
+        return WebSettings(listen=listen, token=token, keep_days=keep_days, thumbnails=thumbnails)
+    except ValueError as exc:
+        raise section.error("listen", str(exc)) from None
 
 
 @dataclass(frozen=True)

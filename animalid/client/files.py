@@ -1,19 +1,27 @@
-"""Reading the photos named on the command line, with errors that name the file."""
+"""Reading the photos named on the command line, with errors that name the file.
+
+Each photo is checked here, on PC 1, before anything is mailed: a file, not
+empty, small enough to mail, an image the server can read, of a usable size
+(precheck.py reads the header only).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from animalid.client.precheck import check_photo
 from animalid.errors import AnimalIdError
 from animalid.mail.headers import PROVIDER_MAX_MESSAGE_BYTES
-from animalid.mail.imagetypes import image_type_of
+from animalid.photolimits import DEFAULT_MAX_PIXELS
 
 # A photo larger than a mail provider takes in one message cannot be sent.
 MAX_IMAGE_BYTES = PROVIDER_MAX_MESSAGE_BYTES
 
 
-def read_images(paths: list[str]) -> list[tuple[str, bytes]]:
-    """(name, bytes) for each path, or AnimalIdError naming the file that cannot be used."""
+def read_images(paths: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, bytes]]:
+    """(name, bytes) for each path, or AnimalIdError naming the file that cannot be used.
+
+    ``max_pixels``: the server's limit ([server] max_image_pixels), checked here first."""
     images = []
     for raw in paths:
         path = Path(raw)
@@ -33,7 +41,6 @@ def read_images(paths: list[str]) -> list[tuple[str, bytes]]:
             raise AnimalIdError(f"{raw}: permission denied") from None
         except OSError as exc:
             raise AnimalIdError(f"{raw}: cannot read: {exc.strerror or exc}") from None
-        if not image_type_of(data, path.name).startswith("image/"):
-            raise AnimalIdError(f"{raw}: not an image file (JPEG, PNG, HEIC, AVIF, WebP, GIF, BMP or TIFF)")
+        check_photo(raw, data, max_pixels)
         images.append((path.name, data))
     return images

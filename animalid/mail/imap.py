@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, TypeVar
 
-from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
+from animalid.errors import AnimalIdError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
 from animalid.mail.imapclient_compat import input_buffered, untagged_responses
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, Unreadable
@@ -93,7 +93,7 @@ class ImapMailbox(Mailbox):
             text = server_text(exc)
             if "[UNAVAILABLE]" in text:
                 raise TransientError(f"{endpoint.where}: {text}") from None
-            raise AuthError(f"{endpoint.where} refused the login ({text})") from None
+            raise account.login_refused(endpoint.where, text) from None
         except BaseException as exc:
             _shutdown_quietly(client)
             if isinstance(exc, (OSError, IMAPClientError)):

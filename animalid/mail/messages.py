@@ -52,11 +52,13 @@ from datetime import datetime
 from email.message import EmailMessage, Message
 from typing import Any, Sequence
 
-from animalid.contract import render_answers
 from animalid.mail.decorations import find_decorations
+from animalid.mail.filekinds import no_image_text, other_attachments
 from animalid.mail.headers import HEADER_BYTES_LIMIT, first_message_id, message_ids, one_line, read_header
 from animalid.mail.imagetypes import IMAGE_EXTENSIONS, UNTYPED, image_type_of, sniff_image_type
+from animalid.mail.parts import attach
 from animalid.mail.protection import Protection, ProtectionError, sealed_parts
+from animalid.mail.replytext import reply_text
 from animalid.mail.transport import looks_like_address
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,7 @@ class Incoming:
     # A delivery report (kind BOUNCE): the Message-IDs it reports on, and why it bounced.
     bounced_ids: list[str] = field(default_factory=list)
     bounce_detail: str = ""
+    no_image: str = "no image found in the message"  # why there is nothing to identify, when so
 
     @property
     def is_request(self) -> bool:
@@ -218,7 +221,7 @@ def build_request(sender: str, recipient: str, images: Sequence[tuple[str, bytes
 def _attach_images(message: EmailMessage, files: list[tuple[str, bytes]]) -> None:
     for name, data in files:
         maintype, _, subtype = image_type_of(data, name).partition("/")
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        attach(message, data, maintype, subtype, name)
 
 
 def build_reply(request: Incoming, sender: str, answers: list[dict[str, Any]], note: str = "",
@@ -247,14 +250,11 @@ def build_reply(request: Incoming, sender: str, answers: list[dict[str, Any]], n
     # RFC 3834 section 5: mark the reply so that other responders stay quiet.
     message["Auto-Submitted"] = "auto-replied"
     message[MARK_HEADER] = REPLY_MARK
-    if protection.encrypts:
-        body = ENCRYPTED_REPLY_TEXT  # the answers themselves travel sealed only
+    closing = [skipped_text(request.skipped)] if request.skipped else []
+    if protection.encrypts:  # the answers themselves travel sealed only
+        body = "\n\n".join(block for block in (note, ENCRYPTED_REPLY_TEXT, *closing) if block)
     else:
-        body = render_answers(answers) if answers else "No image was found in your message."
-    if note:
-        body = f"{note}\n\n{body}"
-    if request.skipped:
-        body = f"{body}\n\n{skipped_text(request.skipped)}"
+        body = reply_text(answers, note, closing)
     message.set_content(body + "\n")
     payload = json.dumps(answers, ensure_ascii=False, indent=1).encode("utf-8")
     protection.protect(message, [(ANSWERS_FILENAME, payload)], REPLY_MARK, _attach_answers)
@@ -263,7 +263,7 @@ def build_reply(request: Incoming, sender: str, answers: list[dict[str, Any]], n
 
 def _attach_answers(message: EmailMessage, files: list[tuple[str, bytes]]) -> None:
     for name, payload in files:
-        message.add_attachment(payload, maintype="application", subtype="json", filename=name)
+        attach(message, payload, "application", "json", name)
 
 
 def skipped_text(skipped: Sequence[str]) -> str:
@@ -324,6 +324,10 @@ def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits,
     if not incoming.images and not incoming.problems and answers_our_reply(message):
         incoming.kind = LOOP_GUARD
         incoming.reason = "answers our reply and brings no photo (mail loop guard)"
+    elif not incoming.images:
+        # Name what came instead: "cat.pdf is a PDF document; attach the photo itself ...".
+        incoming.no_image = no_image_text(other_attachments(message) if files is None
+                                          else [(name, "", data) for name, data in files])
     return incoming
 
 

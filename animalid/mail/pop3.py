@@ -16,7 +16,7 @@ from functools import partial
 from operator import methodcaller
 from typing import Any, Callable, TypeVar
 
-from animalid.errors import AnimalIdError, AuthError, PermanentError, TransientError, UnreachableError
+from animalid.errors import AnimalIdError, PermanentError, TransientError, UnreachableError
 from animalid.mail import pop3_read
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, Unreadable
@@ -103,7 +103,7 @@ class Pop3Mailbox(Mailbox):
             if "[SYS/TEMP]" in text or "[IN-USE]" in text:
                 return TransientError(f"{self.endpoint.where}: {text}")
             if during_login:
-                return AuthError(f"{self.endpoint.where} refused the login ({text})")
+                return self.account.login_refused(self.endpoint.where, text)
             return TransientError(f"{self.endpoint.where}: {text}")
         return network_error(self.endpoint, exc)
 

@@ -58,6 +58,7 @@ from typing import Callable
 
 from animalid.errors import PermanentError
 from animalid.mail.headers import first_message_id, read_header
+from animalid.mail.parts import attach
 
 SIGNATURE_HEADER = "X-Animalid-Signature"
 SIGNATURE_VERSION = "v1"
@@ -118,8 +119,7 @@ class Protection:
         nonce = os.urandom(NONCE_BYTES)
         sealed = AESGCM(self._key(self.encryption_key)).encrypt(
             nonce, _pack(files), _associated_data(message, kind))
-        message.add_attachment(SEALED_MAGIC + nonce + sealed, maintype="application",
-                               subtype="octet-stream", filename=SEALED_FILENAME)
+        attach(message, SEALED_MAGIC + nonce + sealed, "application", "octet-stream", SEALED_FILENAME)
 
     def sign(self, message: EmailMessage, kind: str) -> None:
         """Add (or replace) the signature header; call it last, once nothing else changes."""

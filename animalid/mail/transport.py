@@ -78,6 +78,8 @@ class Endpoint:
     security: str  # "tls" (implicit), "starttls" or "none"
     ca_file: str | None
     timeout: float
+    # When the host and port are the local hub's: how to start it, said when it refuses.
+    hub_hint: str = ""
 
     @property
     def where(self) -> str:
@@ -145,6 +147,14 @@ class Account:
     def token(self) -> str:
         return _fetch(self.token_source, self.role, "token")
 
+    def login_refused(self, where: str, detail: str) -> AuthError:
+        """The error for a refused login: the account, the server's words, and where the
+        password (or token) came from, so the person knows which setting to fix."""
+        secret = "token" if self.auth == "xoauth2" else "password"
+        source = self.token_source if secret == "token" else self.password_source
+        origin = f"; the {secret} came from {source.described()}" if source is not None else ""
+        return AuthError(f"{where} refused the login of {self.username} ({detail}){origin}")
+
 
 def _fetch(source: SecretSource | None, role: str, name: str) -> str:
     if source is None:
@@ -185,19 +195,21 @@ def network_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return UnreachableError(f"{endpoint.where}: timed out")
     if isinstance(exc, ConnectionRefusedError):
-        return UnreachableError(f"{endpoint.where}: connection refused")
+        hint = (f". Is the local mail hub running? Start it with: {endpoint.hub_hint}"
+                if endpoint.hub_hint else "")
+        return UnreachableError(f"{endpoint.where}: connection refused{hint}")
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return UnreachableError(f"{endpoint.where}: {reason}")
 
 
-def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
-    """Map an smtplib or socket failure to the error tree."""
+def smtp_error(endpoint: Endpoint, exc: BaseException, account: "Account | None" = None) -> AnimalIdError:
+    """Map an smtplib or socket failure to the error tree; a refused login names ``account``."""
     if isinstance(exc, AnimalIdError):
         return exc
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         if 400 <= exc.smtp_code < 500:  # 454: temporary authentication failure
             return TransientError(f"{endpoint.where}: login failed for now: {_reply_text(exc)}")
-        return AuthError(f"{endpoint.where} refused the login ({exc.smtp_code} {_reply_text(exc)})")
+        return _login_refused(endpoint, account, f"{exc.smtp_code} {_reply_text(exc)}")
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         detail = "; ".join(f"<{rcpt}>: {code} {server_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
@@ -213,7 +225,7 @@ def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
         stage = "sender" if isinstance(exc, smtplib.SMTPSenderRefused) else "message"
         return MessageRejected(f"{endpoint.where}: {stage} refused: {exc.smtp_code} {_reply_text(exc)}")
     if isinstance(exc, smtplib.SMTPResponseException):
-        return _by_reply_code(endpoint, exc.smtp_code, _reply_text(exc))
+        return _by_reply_code(endpoint, exc.smtp_code, _reply_text(exc), account)
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return PermanentError(f"{endpoint.where}: {exc}")
     if isinstance(exc, (OSError, ssl.SSLError)):
@@ -223,9 +235,15 @@ def smtp_error(endpoint: Endpoint, exc: BaseException) -> AnimalIdError:
     raise exc
 
 
-def _by_reply_code(endpoint: Endpoint, code: int, text: str) -> AnimalIdError:
+def _login_refused(endpoint: Endpoint, account: "Account | None", detail: str) -> AuthError:
+    if account is None:
+        return AuthError(f"{endpoint.where} refused the login ({detail})")
+    return account.login_refused(endpoint.where, detail)
+
+
+def _by_reply_code(endpoint: Endpoint, code: int, text: str, account: "Account | None" = None) -> AnimalIdError:
     if code == 535 or code == 534 or code == 530:
-        return AuthError(f"{endpoint.where} refused the login ({code} {text})")
+        return _login_refused(endpoint, account, f"{code} {text}")
     if 400 <= code < 500 or code < 200:
         return TransientError(f"{endpoint.where}: {code} {text}")
     return PermanentError(f"{endpoint.where}: {code} {text}")
@@ -265,7 +283,7 @@ class SmtpSender:
             smtp.send_message(message, from_addr=self.account.address, to_addrs=recipients)
             self._last_used = time.monotonic()
         except (smtplib.SMTPException, OSError) as exc:
-            error = smtp_error(self.endpoint, exc)
+            error = smtp_error(self.endpoint, exc, self.account)
             if isinstance(error, TransientError) or isinstance(exc, smtplib.SMTPServerDisconnected):
                 self._discard()
             raise error from None
@@ -276,7 +294,7 @@ class SmtpSender:
             self._session()
         except (smtplib.SMTPException, OSError) as exc:
             self._discard()
-            raise smtp_error(self.endpoint, exc) from None
+            raise smtp_error(self.endpoint, exc, self.account) from None
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None

@@ -21,8 +21,8 @@ from typing import cast
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from animalid.errors import BadImageError
+from animalid.photolimits import DEFAULT_MAX_PIXELS, long_side_within, size_problem
 
-DEFAULT_MAX_PIXELS = 40_000_000
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF"})
 BACKGROUND_RGB = (255, 255, 255)
 # What a person can do about an image the server cannot use (one line in the answer).
@@ -63,8 +63,9 @@ def load_image(source: bytes | str | Path | Image.Image,
         raise
     except UnidentifiedImageError:
         raise BadImageError(f"not an image, or a format the server cannot read: {SEND_AS_JPEG}") from None
-    except Image.DecompressionBombError:
-        raise BadImageError(f"too many pixels (limit {max_pixels:,})") from None
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: it does not say the sides
+        raise BadImageError(f"too many pixels (limit {max_pixels:,}): send it at most about "
+                            f"{long_side_within(1, 1, max_pixels)} px on the long side") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImageError(f"damaged or truncated image ({_short(exc)}): {SEND_AS_JPEG}") from None
     except MemoryError:
@@ -92,8 +93,9 @@ def _check_header(image: Image.Image, max_pixels: int) -> None:
     width, height = image.size
     if width <= 0 or height <= 0:
         raise BadImageError("image has no pixels")
-    if width * height > max_pixels:
-        raise BadImageError(f"too many pixels: {width}x{height} (limit {max_pixels:,})")
+    problem = size_problem(width, height, max_pixels)  # too many pixels, or too few to judge
+    if problem:
+        raise BadImageError(problem)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -17,12 +17,15 @@ import time
 from email.message import EmailMessage
 from typing import Any, Callable, Protocol, Sequence
 
+from animalid.history import ANSWERED, ImageResult, RequestRecord
+from animalid.mail.imagetypes import GIF_NOTE
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_reply, clean_text, error_answers
 from animalid.mail.transport import MessageRejected, RecipientDeferred, SmtpSender, backoff_delay, send_with_retry
 from animalid.server.claims import Claims
 from animalid.server.jobs import Job, PassStats
 from animalid.server.ledger import REPLY_MARK, Ledger
+from animalid.server.observer import NoObserver, Observer
 from animalid.server.pipeline import SendingStage
 from animalid.server.settings import ServerSettings
 
@@ -63,6 +66,7 @@ class Answerer:
         self._log = log_line
         self.ledger: Ledger | None = None  # set by the server once it has opened one
         self.claims: Claims | None = None  # set when the server shares its mailbox
+        self.observer: Observer = NoObserver()
         self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
         self.answer_seconds = 0.0  # total time building, sending and recording replies
         self.handled = 0
@@ -168,8 +172,12 @@ class Answerer:
         if items:
             started = time.monotonic()
             results = self.classifier.classify(items)
-            self.classify_seconds += time.monotonic() - started
+            elapsed = time.monotonic() - started
+            self.classify_seconds += elapsed
+            self.observer.classified(elapsed)
             for (job, position), answer in zip(owners, results):
+                if job.incoming.images[position].content_type == "image/gif" and "error" not in answer:
+                    answer = {**answer, "note": GIF_NOTE}
                 job.answers[position] = answer
 
     def _answer(self, jobs: list[Job], stats: PassStats,
@@ -194,7 +202,7 @@ class Answerer:
             incoming = job.incoming
             note = "\n".join(incoming.problems)
             answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
-                                                   else "no image found in the message")
+                                                   else incoming.no_image)
             reply = build_reply(incoming, self.settings.address, answers, note=note,
                                 protection=self.settings.protection,
                                 display_name=self.settings.display_name)
@@ -218,12 +226,15 @@ class Answerer:
                 stats.set_aside += 1
                 continue
             assert self.ledger is not None, "the server opens its ledger before answering"
-            # The reply's Message-ID, so a delivery report about it finds this request.
+            action, reason = outcome(answers, incoming.skipped, time.monotonic() - job.started)
+            job.answers = answers
+            # The reply's Message-ID too, so a delivery report about it finds this request.
             self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender,
-                                      f"{REPLY_MARK}{reply['Message-ID']}")
+                                      f"{reason}; {REPLY_MARK}{reply['Message-ID']}",
+                                      record=answered_record(job, reason))
             stats.answered += 1
             self.handled += 1
-            self._log(job, *outcome(answers, incoming.skipped, time.monotonic() - job.started))
+            self._log(job, action, reason)
             answered.append(job.ref)
         return answered
 
@@ -250,3 +261,12 @@ def outcome(answers: list[dict[str, Any]], skipped: list[str], seconds: float) -
         return "answered with errors", f"no image: {clean_text(answers[0]['error'], 120)}, {seconds:.2f} s"
     return "answered with errors", (f"{len(failed)} of {_count(answers, 'image')} failed{extra}, "
                                     f"{seconds:.2f} s")
+
+
+def answered_record(job: Job, reason: str) -> RequestRecord:
+    """The history row of an answered request: each photo's answer in brief."""
+    incoming = job.incoming
+    return RequestRecord(key=job.ref.key, arrived=job.arrived, sender=incoming.sender,
+                         subject=clean_text(incoming.subject, 300), outcome=ANSWERED, reason=reason,
+                         seconds=max(0.0, time.time() - job.arrived), message_id=incoming.message_id,
+                         images=tuple(ImageResult.from_answer(answer) for answer in job.answers))

@@ -31,6 +31,11 @@ class Job:
     answers: list[dict[str, Any]] = field(default_factory=list)
     failed: bool = False  # the classifier failed on it: no reply this pass
     started: float = field(default_factory=time.monotonic)
+    arrived: float = field(default_factory=time.time)  # when this worker first saw it in the mailbox
+
+    def photos(self) -> list[bytes]:
+        """Each image's bytes, b"" for one refused before classifying (one per answer)."""
+        return [image.data if image.refusal is None else b"" for image in self.incoming.images]
 
 
 @dataclass

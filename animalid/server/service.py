@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from animalid.errors import AnimalIdError, PermanentError, TransientError
+from animalid.history import WORKING, RequestRecord
 from animalid.mail.authresults import check_sender
 from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, Unreadable
 from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
@@ -61,6 +62,7 @@ from animalid.server.answering import SEND_ATTEMPTS, Answerer, ClassifierLike
 from animalid.server.claims import CLAIM_BATCH, Claims, new_worker_id
 from animalid.server.jobs import Job, PassStats, Verdict
 from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
+from animalid.server.observer import NoObserver, Observer
 from animalid.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,9 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_S = 3600.0
 RATE_RECHECK_S = 30.0  # a request over its sender's rate limit is looked at again this often
 PRUNE_EVERY_S = 3600.0  # the ledger forgets old records this often, not only at start-up
+# The action words of the log lines, as the history's and the metrics' outcomes.
+ACTION_OUTCOMES = {"answered": ANSWERED, "answered with errors": ANSWERED, "refused": REFUSED,
+                   "ignored": IGNORED, "set-aside": SET_ASIDE}
 # Per pass: bounded memory, and answers start flowing during a long burst.
 MAX_MESSAGES_PER_PASS = 64
 MAX_BYTES_PER_PASS = 200_000_000
@@ -130,6 +135,21 @@ class Server:
         self.stop_event = threading.Event()
         self._next_prune = 0.0  # when the ledger is pruned next (monotonic)
         self._deferral_logged: set[str] = set()  # requests over the rate limit, logged once each
+        self.observer: Observer = NoObserver()
+        # What the operations page reads (animalid.web): this worker's own view.
+        self.queue_depth = 0  # requests waiting in the watched folder at the last look
+        self.mailbox_ok = False  # logged in, and the last pass reached the mail servers
+        self.model_ready = False
+        self._arrivals: dict[str, float] = {}  # key -> when this worker first saw it listed
+
+    def watch(self, observer: Observer) -> None:
+        """Tell ``observer`` about every request handled from now on."""
+        self.observer = observer
+        self.answerer.observer = observer
+
+    @property
+    def claims_held(self) -> int:
+        return len(self.claims.held) if self.claims is not None else 0
 
     @property
     def classify_seconds(self) -> float:
@@ -166,6 +186,7 @@ class Server:
             # not after the model has loaded.
             self.mailbox.verify_login()
             self.sender.verify_login()
+            self.mailbox_ok = True
             if not alone:
                 self._share_or_lock()
             self._load_classifier()  # before the first mail, not during it
@@ -202,6 +223,11 @@ class Server:
             self.claims.stop_heartbeat()
             self.claims = None
             self.answerer.claims = None
+            if self.ledger is not None:
+                try:  # a clean stop: this worker leaves the record (a crash leaves it, to show as gone)
+                    self.ledger.leave()
+                except AnimalIdError as exc:
+                    log.debug("could not remove this worker's entry: %s", exc)
         for closer in (self.mailbox.close, self.sender.close):
             try:
                 closer()
@@ -228,6 +254,7 @@ class Server:
     def _load_classifier(self) -> None:
         started = time.monotonic()
         self.classifier.load()
+        self.model_ready = True
         log.info("classifier ready in %.1f s (%s backend)", time.monotonic() - started,
                  getattr(self.classifier, "backend", "torch"))
 
@@ -238,20 +265,27 @@ class Server:
         """Serve until stop() (or, with ``once``, until what is waiting is handled)."""
         if self.ledger is None:
             self.open()
-        log.info("watching %s for %s by %s%s", self.mailbox.endpoint.where, self.settings.address,
-                 self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling"),
-                 self._sharing())
+        how = self.settings.receive.upper() + (" IDLE" if self.settings.receive == "imap" else " polling")
+        if once:  # it does not watch: it looks once
+            log.info("answering what waits at %s for %s, then exiting (--once)%s",
+                     self.mailbox.endpoint.where, self.settings.address, self._sharing())
+        else:
+            log.info("watching %s for %s by %s%s", self.mailbox.endpoint.where, self.settings.address,
+                     how, self._sharing())
         failures = 0
-        trouble = ""  # what is failing now: logged when it starts, changes and ends
+        lost_at: float | None = None  # when the connection was lost; None while it works
         while not self.stop_event.is_set():
             try:
                 if time.monotonic() >= self._next_prune:
                     self._prune()
                 stats = self.handle_waiting()
+                if lost_at is not None:  # one line per recovery
+                    log.info("the connection is back after %.0f s (%d failed tries)",
+                             time.monotonic() - lost_at, failures)
+                    lost_at = None
+                    self.observer.mailbox_reconnected()
                 failures = 0
-                if trouble:
-                    log.warning("working again after: %s", trouble)
-                    trouble = ""
+                self.mailbox_ok = True
                 if stats.more_waiting:
                     continue
                 if once:
@@ -261,15 +295,16 @@ class Server:
                 # A dropped connection or a server restarting: reconnect with
                 # capped backoff (the mailbox reopens on its next call).
                 failures += 1
+                self.mailbox_ok = False
                 if once and failures >= SEND_ATTEMPTS:
                     raise
                 delay = backoff_delay(failures, 1.0, self.settings.retry_max_delay)
-                if _kind_of_trouble(exc) != _kind_of_trouble(trouble):
-                    log.warning("%s; trying again in %.0f s (and on, with backoff up to %.0f s, "
-                                "logging when it ends)", exc, delay, self.settings.retry_max_delay)
+                if lost_at is None:  # one line per loss; the retries that follow add none
+                    lost_at = time.monotonic()
+                    log.warning("lost the connection: %s; trying again until it is back "
+                                "(every %.0f s at most)", exc, self.settings.retry_max_delay)
                 else:
-                    log.debug("%s; trying again in %.0f s", exc, delay)
-                trouble = str(exc)
+                    log.debug("still no connection (%s); next try in %.1f s", exc, delay)
                 self.stop_event.wait(delay)
 
     def _prune(self) -> None:
@@ -380,7 +415,17 @@ class Server:
         now = time.monotonic()
         for key in [key for key, until in self.deferred.items() if until <= now]:
             del self.deferred[key]
-        return [ref for ref in refs if ref.key not in finished and ref.key not in self.deferred]
+        waiting = [ref for ref in refs if ref.key not in finished]
+        self._note_arrivals(waiting)
+        return [ref for ref in waiting if ref.key not in self.deferred]
+
+    def _note_arrivals(self, waiting: list[MailRef]) -> None:
+        """When each waiting request was first seen (its arrival, for the page and the
+        request duration), and how many wait; forget what is gone."""
+        now = time.time()
+        keys = [ref.key for ref in waiting] + (list(self.claims.held) if self.claims is not None else [])
+        self._arrivals = {key: self._arrivals.get(key, now) for key in keys}
+        self.queue_depth = len(waiting)
 
     @staticmethod
     def _take_batch(refs: list[MailRef], max_message_bytes: int) -> list[MailRef]:
@@ -420,6 +465,7 @@ class Server:
         done: list[MailRef] = []
         keep: list[MailRef] = []
         ids_in_pass: set[str] = set()
+        parsed: list[Job] = []
         for ref in refs:
             content = contents.get(ref.key)
             if content is None and ref.key not in headers:
@@ -444,14 +490,18 @@ class Server:
                 continue
             if incoming.message_id:
                 ids_in_pass.add(incoming.message_id)
-            job = Job(ref, incoming, attempts[ref.key])
+            parsed.append(Job(ref, incoming, attempts[ref.key],
+                              arrived=self._arrivals.get(ref.key, time.time())))
+        if parsed:
+            self._record_taken_up(parsed)
+        for job in parsed:
             verdict = self._triage(job, stats)
             if verdict is Verdict.WORK:
                 jobs.append(job)
             elif verdict is Verdict.REMOVE:
-                done.append(ref)
+                done.append(job.ref)
             elif verdict is Verdict.KEEP:
-                keep.append(ref)
+                keep.append(job.ref)
             elif verdict is Verdict.WAIT:
                 stats.waiting += 1
         if jobs:
@@ -466,6 +516,16 @@ class Server:
                     self.deferred[new] = self.deferred.pop(old)
                 if old in self._deferral_logged:
                     self._deferral_logged.add(new)
+
+    def _record_taken_up(self, jobs: list[Job]) -> None:
+        """The requests of this pass in the history, before triage (one transaction): the
+        live pages show them at once, and their final rows keep arrival, sender and subject."""
+        self._ledger.record_requests([
+            RequestRecord(key=job.ref.key, arrived=job.arrived, sender=job.incoming.sender,
+                          subject=clean_text(job.incoming.subject, 300), outcome=WORKING,
+                          reason="being answered", worker=self.worker, message_id=job.incoming.message_id)
+            for job in jobs])
+        self.observer.changed()
 
     def _read(self, ref: MailRef, content: bytes | TooLarge | None,
               header_bytes: bytes | None) -> Incoming | None:
@@ -610,6 +670,7 @@ class Server:
             log.warning("%s: could not move to %s: %s", ref.key, self.settings.failed_folder, exc)
         self._ledger.mark_set_aside(ref.key, reason=reason)
         log.info("%s from (unknown): set-aside (%s)", ref.key, reason)
+        self.observer.request_finished(ref.key, SET_ASIDE, None)
 
     def _send_notice(self, job: Job, answers: list[dict[str, Any]],
                      protection: Protection | None = None) -> None:
@@ -635,17 +696,17 @@ class Server:
         if self.claims is not None:
             self.claims.finished(refs)
 
-    @staticmethod
-    def _log(job: Job, action: str, reason: str) -> None:
+    def _log(self, job: Job, action: str, reason: str) -> None:
+        """The one log line of a handled message, and the same news for the observer."""
         incoming = job.incoming
         log.info("%s from %s: %s (%s)", incoming.message_id or job.ref.key,
                  incoming.sender or "(no sender)", action, reason)
-
-
-def _kind_of_trouble(error: object) -> str:
-    """An error's text without numbers (ports, counts, message numbers): two texts of
-    the same trouble compare equal, so it is logged once, not once per retry."""
-    return "".join(char for char in str(error) if not char.isdigit())[:120]
+        outcome = ACTION_OUTCOMES.get(action)
+        if outcome == ANSWERED:
+            self.observer.request_finished(job.ref.key, ANSWERED, max(0.0, time.time() - job.arrived),
+                                           job.answers, job.photos())
+        elif outcome is not None:
+            self.observer.request_finished(job.ref.key, outcome, None)
 
 
 @contextmanager

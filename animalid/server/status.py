@@ -2,8 +2,9 @@
 the mailbox and the shared ledger (no lock taken, no model loaded, nothing changed).
 
 It prints the queue (requests waiting in the watched folder), the workers
-seen lately, the claims each holds in the claims folder with their age and
-lease, and the recent outcomes from the ledger.
+seen lately with the address of each one's operations page, the claims each
+holds in the claims folder with their age and lease, and the recent outcomes
+from the ledger.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from animalid.server.ledger import ANSWERED, BOUNCED_MARK, IGNORED, REFUSED, SET
 from animalid.server.settings import ServerSettings
 
 RECENT = 10
+SHOWN_GONE = 5
 OUTCOME_WINDOW_S = 3600.0
 STATE_WORDS = {ANSWERED: "answered", IGNORED: "ignored", REFUSED: "refused", SET_ASIDE: "set aside"}
 
@@ -36,14 +38,28 @@ def status_report(settings: ServerSettings, mailbox: Mailbox, now: Callable[[], 
                      f"{len(finals)} left there on purpose: refused, ignored or answered-not-yet-removed)")
         clock = now()
         if receive == "imap" and box.supports_claims():
-            seen = ledger.workers_seen(clock - lease)
-            lines.append(f"workers   {len(seen)} renewed their leases in the last {lease:g} s")
-            for worker, at in seen.items():
-                lines.append(f"  {worker:<28} last beat {clock - at:.0f} s ago")
+            known = ledger.workers_known()
+            pages = ledger.pages()
+            living = {worker: at for worker, at in known.items() if clock - at <= lease}
+            lines.append(f"workers   {len(living)} renewed their leases in the last {lease:g} s")
+            # A worker whose lease ran out stopped without saying so (killed, crashed, cut
+            # off): servers that stop cleanly remove their own entry. The latest gone ones only.
+            gone = sorted((at, worker) for worker, at in known.items() if worker not in living)
+            shown = {worker for _, worker in gone[-SHOWN_GONE:]}
+            for worker, at in known.items():
+                if worker in living:
+                    page = f", page {pages[worker]}" if pages.get(worker) else ""
+                    lines.append(f"  {worker:<28} last beat {_age(clock - at)} ago{page}")
+                elif worker in shown:
+                    lines.append(f"  {worker:<28} gone: last seen {_age(clock - at)} ago")
+            if len(gone) > SHOWN_GONE:
+                lines.append(f"  ({_n(len(gone) - SHOWN_GONE, 'older gone worker')} not shown)")
             uidvalidity, uids = box.list_folder(claims_folder, create=False)
             lines += _claims(ledger, claims_folder, uidvalidity, uids, lease, clock)
         else:
             lines.append("claims    none: this mailbox has one server (POP3, or IMAP without MOVE/UIDPLUS)")
+            for worker, url in ledger.pages().items():
+                lines.append(f"page      {url} ({worker})")
         box.end_pass()
         lines += _outcomes(ledger, clock)
     return "\n".join(lines)
@@ -104,3 +120,14 @@ def _outcomes(ledger: Ledger, clock: float) -> list[str]:
 
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _age(seconds: float) -> str:
+    """12 s, 5 min, 3 h, 2 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"

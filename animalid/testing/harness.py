@@ -50,11 +50,12 @@ def photo(name: str) -> bytes:
 def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3",
                 server_receive: str = "pop3", client_password: str | None = None,
                 security_settings: dict | None = None, name: str | None = None,
-                classifier_settings: dict | None = None, **server_settings) -> Path:
+                classifier_settings: dict | None = None, web_settings: dict | None = None,
+                **server_settings) -> Path:
     """A config.ini for this hub: the repository's file with ports, secrets and paths filled in.
 
     ``security_settings`` fills in [security] (protection.py), ``classifier_settings``
-    [classifier]; ``name`` picks the file name.
+    [classifier], ``web_settings`` [web] (the operations page); ``name`` picks the file name.
     """
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
     parser.read(ROOT / "config.ini")
@@ -80,6 +81,8 @@ def make_config(hub, folder: Path, client: str = "client1", receive: str = "pop3
         parser["security"].update({key: str(value) for key, value in security_settings.items()})
     if classifier_settings:
         parser["classifier"].update({key: str(value) for key, value in classifier_settings.items()})
+    if web_settings:
+        parser["web"].update({key: str(value) for key, value in web_settings.items()})
     path = folder / (name or f"config-{client}-{receive}.ini")
     with open(path, "w", encoding="utf-8") as handle:
         parser.write(handle)

@@ -369,6 +369,15 @@ class Window:
                 raise AssertionError(f"no {text!r} in the output:\n{self.output}")
             time.sleep(0.05)
 
+    def wait_for(self, condition, what: str, timeout: float = 15.0) -> np.ndarray:
+        """The first screen for which ``condition(screen)`` holds."""
+        deadline = time.monotonic() + timeout
+        while not condition(screen := self.grab()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"no {what} on the screen; output:\n{self.output}")
+            time.sleep(0.1)
+        return screen
+
     def screenshot(self, save_as: Path) -> np.ndarray:
         time.sleep(0.3)  # a few more frames, so the window shows the latest state
         screen = self.grab()
@@ -383,8 +392,21 @@ class Window:
                 self.proc.kill()
 
 
+def expected_strip(spool: Path, answered: list[dict], selected: int) -> np.ndarray:
+    """The strip the pure drawing function makes once every shot is answered."""
+    shots = []
+    for number, answer in enumerate(answered, 1):
+        jpeg = (spool / f"{number}.jpg").read_bytes()
+        shots.append(capture.Shot(number, answer["file"], jpeg, 0.0, dt.datetime.now(), message_id=f"<{number}>",
+                                  sent_at=0.0, answers=[answer], answered_at=1.0))
+    width, height = FRAME_SIZE
+    unit = capture.layout_unit(height)
+    return capture.render_strip(shots, shots[selected - 1], width, 1.0, capture.TextPainter.default(),
+                                capture.StripLayout(unit))
+
+
 @pytest.mark.gui
-def test_window_space_captures_and_each_answer_lands_on_its_shot(stand_in, xdisplay, tmp_path):
+def test_window_keeps_every_shot_with_its_answer_and_the_live_view_clear(stand_in, xdisplay, tmp_path):
     argv, spool = stand_in
     window = Window(argv(delays="2.0,0.2"), xdisplay, tmp_path)
     window.expect("preview window open")
@@ -393,14 +415,15 @@ def test_window_space_captures_and_each_answer_lands_on_its_shot(stand_in, xdisp
     window.key("Return")
     window.expect("shot 2: Dog (Canis lupus familiaris), 93%")
 
-    # Shot 2 is answered, shot 1 still waits: its line sits above shot 2's card.
+    # Shot 2 is answered, shot 1 still waits: shot 2's card sits below the live picture,
+    # and shot 1's tile says it waits.
     screen = window.screenshot(tmp_path / "shot2-answered.png")
     dog = json.loads((spool / "2.json").read_text())
     dog_card = expected_card((spool / "2.jpg").read_bytes(), dog["file"], 2, [dog])
-    misfit, (x, y) = find_card(screen, dog_card)
-    assert misfit < 1e-3 and y + dog_card.shape[0] > FRAME_SIZE[1] - 20
-    status_band = screen[y - 30:y, :]
-    assert colour_pixels(status_band, capture.GOLD, tolerance=40) > 30  # "shot 1: waiting for the answer..."
+    misfit, (_, y) = find_card(screen, dog_card)
+    assert misfit < 1e-3 and y >= FRAME_SIZE[1]  # nothing covers the live picture
+    strip = screen[-capture.StripLayout(capture.layout_unit(FRAME_SIZE[1])).height(capture.TextPainter.default()):]
+    assert colour_pixels(strip, capture.GOLD, tolerance=40) > 30  # "1 waiting N s", and the frame around 2
 
     window.expect("shot 1: Tiger (Panthera tigris), 87.2%  [DANGEROUS, ENDANGERED]")
     screen = window.screenshot(tmp_path / "shot1-answered.png")
@@ -408,11 +431,26 @@ def test_window_space_captures_and_each_answer_lands_on_its_shot(stand_in, xdisp
     tiger_card = expected_card((spool / "1.jpg").read_bytes(), tiger["file"], 1, [tiger])
     assert find_card(screen, tiger_card)[0] < 1e-3
     assert colour_pixels(screen, capture.BADGE_COLOURS["DANGEROUS"]) > 300
-    assert colour_pixels(screen, capture.BADGE_COLOURS["ENDANGERED"]) > 300
+    # Both shots keep their tiles with their own answers; the newest answer (shot 1) is framed.
+    assert find_card(screen, expected_strip(spool, [tiger, dog], selected=1))[0] < 1e-3
+
+    # Step to shot 2 and back: each shows its own card, the other keeps its tile.
+    window.key("Right")
+    window.wait_for(lambda screen: find_card(screen, dog_card)[0] < 1e-3, "shot 2's card after Right")
+    screen = window.screenshot(tmp_path / "stepped-to-shot2.png")
+    assert find_card(screen, expected_strip(spool, [tiger, dog], selected=2))[0] < 1e-3
+    assert colour_pixels(screen, capture.BADGE_COLOURS["DANGEROUS"]) < 20
+    window.key("Left")
+    window.wait_for(lambda screen: find_card(screen, tiger_card)[0] < 1e-3, "shot 1's card after Left")
 
     window.key("q")
     assert window.finish() == ExitStatus.OK
     assert sorted(p.name for p in spool.glob("*.jpg")) == ["1.jpg", "2.jpg"]
+    if os.environ.get("ANIMALID_KEEP_SCREENSHOTS"):  # to look at them: the test names the folder
+        keep = Path(os.environ["ANIMALID_KEEP_SCREENSHOTS"])
+        keep.mkdir(parents=True, exist_ok=True)
+        for picture in tmp_path.glob("*.png"):
+            shutil.copy(picture, keep / picture.name)
 
 
 @pytest.mark.gui

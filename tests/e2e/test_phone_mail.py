@@ -201,14 +201,15 @@ def test_signature_logo_beside_a_photo_is_not_answered_as_a_photo(mailhub, serve
     assert answer["taxonomy"]["family"] == FAMILY["tiger.png"]
     lines = reply.text.strip().splitlines()
     assert lines[0].startswith(f"{photo.name}: ")  # the photo's answer comes first
-    assert lines[-1].startswith("Not answered: 2 small images that look like a signature logo or icon")
-    assert "image001.png (240x80), image002.png (32x32)" in lines[-1]
+    assert lines[-3].startswith("Not answered: 2 small images that look like a signature logo or icon")
+    assert "image001.png (240x80), image002.png (32x32)" in lines[-3]
+    assert lines[-1].startswith("answers.json (attached) holds the same answers")
     assert "image001.png:" not in reply.text
 
     # Alone, the logo is the largest image: it is answered (the icon beside it is not).
     reply = parse_reply(logo_only)
     assert [answer["file"] for answer in reply.answers] == ["image001.png"]
-    assert "image002.png (32x32)" in reply.text.strip().splitlines()[-1]
+    assert "image002.png (32x32)" in reply.text.strip().splitlines()[-3]
     lines = log_lines(server_logs)
     assert sum(bool(re.search(r": answered \(1 image, 2 decorations skipped, ", line)) for line in lines) == 1
     assert sum(bool(re.search(r": answered \(1 image, 1 decoration skipped, ", line)) for line in lines) == 1
@@ -301,8 +302,8 @@ def test_late_answers_are_shown_by_a_later_run_and_by_collect(mailhub, server_co
     collected = client_run(config, "--collect", "--json")
     assert collected.returncode == 0, collected.stderr
     (late,) = json.loads(collected.stdout)
-    assert late["request"] == bison_id and late["files"] == ["bison.png"]
-    assert late["answers"][0]["taxonomy"]["family"] == FAMILY["bison.png"]
+    assert late["request"] == bison_id and late["file"] == "bison.png" and late["late"] is True
+    assert late["taxonomy"]["family"] == FAMILY["bison.png"]
     again = client_run(config, "--collect")
     assert again.returncode == 0 and again.stdout == ""
     assert "no earlier request is waiting for an answer" in again.stderr

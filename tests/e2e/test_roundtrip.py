@@ -265,7 +265,7 @@ def test_unreadable_image_file_is_a_clear_error(configs, tmp_path):
     missing = run_cli("client.py", "--image", str(tmp_path / "nope.jpg"), "--config", str(config))
     wrong = run_cli("client.py", "--image", str(not_image), "--config", str(config))
     assert missing.returncode == 1 and "no such file" in missing.stderr
-    assert wrong.returncode == 1 and "not an image file" in wrong.stderr
+    assert wrong.returncode == 1 and "notes.txt is a text file; send the photo itself" in wrong.stderr
 
 
 def test_client_starts_without_heavy_imports():
@@ -283,14 +283,22 @@ def test_wrong_password_gives_status_4(mailhub, configs, tmp_path):
     assert client.returncode == 4, client.stderr
     assert "refused the login" in client.stderr and "wrong-password" not in client.stderr
     assert "b'" not in client.stderr and 'b"' not in client.stderr  # the server's text, decoded
+    # Which account, and which setting gave the password (never the command: it may hold one).
+    assert "refused the login of client1@hub.test" in client.stderr
+    assert client.stderr.strip().endswith(f"; the password came from {config}: [client] password_command")
 
     text = config.read_text().replace(f"cat {Path(mailhub.state) / 'secrets' / 'server'}",
                                       "echo wrong-server-password")
     config.write_text(text)
+    started = time.monotonic()
     server = run_cli("server.py", "--once", "--config", str(config), timeout=60)
     assert server.returncode == 4, server.stderr
-    assert "refused the login" in server.stderr and "Traceback" not in server.stderr
+    assert "refused the login of server@hub.test" in server.stderr and "Traceback" not in server.stderr
+    assert f"the password came from {config}: [server] password_command" in server.stderr
     assert "b'" not in server.stderr and 'b"' not in server.stderr
+    # It logs in before it loads the model (5-15 s here), and imapclient's INFO lines stay quiet.
+    assert "classifier loaded" not in server.stderr and "Connection closed" not in server.stderr
+    assert time.monotonic() - started < 20
 
 
 def test_unreachable_mail_server_gives_status_5(mailhub, tmp_path):

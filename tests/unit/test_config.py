@@ -24,8 +24,9 @@ def test_the_shipped_config_reads(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="absent.ini: config file not found"):
+    with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.ini")
+    assert str(caught.value) == f"{tmp_path / 'absent.ini'}: no such file"
 
 
 def test_broken_ini_is_named(tmp_path):
@@ -134,3 +135,14 @@ def test_naming_one_secret_source_drops_the_other_default(tmp_path, monkeypatch)
     section = load_config(write(tmp_path, "[client]\npassword_env = MY_APP_PASSWORD\n")).section("client")
     with pytest.raises(ConfigError, match="environment variable MY_APP_PASSWORD is not set"):
         section.get_secret("password")
+
+
+def test_the_source_of_a_secret_is_named_without_the_secret(tmp_path, monkeypatch):
+    path = tmp_path / "c.ini"
+    path.write_text("[client]\npassword_env = MY_MAIL_PASSWORD\npassword_command = echo hunter2\n")
+    source = load_config(path).section("client").secret_source("password")
+    monkeypatch.setenv("MY_MAIL_PASSWORD", "s3cret")
+    assert source.described() == f"the environment variable MY_MAIL_PASSWORD ({path.resolve()}: [client] password_env)"
+    monkeypatch.delenv("MY_MAIL_PASSWORD")
+    assert source.described() == f"{path.resolve()}: [client] password_command"
+    assert "hunter2" not in source.described()

@@ -43,7 +43,7 @@ def test_sixteen_bit_keeps_its_contrast(picture):
 
 
 def test_palette_transparency_is_composited_on_white():
-    image = Image.new("P", (8, 8), 0)
+    image = Image.new("P", (40, 40), 0)
     image.putpalette([0, 0, 0] * 256)
     decoded = load_image(encode(image, "PNG", transparency=0))
     assert decoded.getpixel((0, 0)) == (255, 255, 255)

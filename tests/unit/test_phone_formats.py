@@ -174,8 +174,9 @@ def test_signature_images_beside_a_photo_are_skipped_and_named_in_one_line(phone
     assert read.answers == [answer]  # the logos are not answered as photos
     lines = read.text.strip().splitlines()
     assert lines[0].startswith("IMG_20240501_101500.jpg: Tiger")  # the photo's answer comes first
-    assert lines[-1].startswith("Not answered: 4 small images that look like a signature logo or icon")
-    assert "image001.png (240x80)" in lines[-1]
+    assert lines[-3].startswith("Not answered: 4 small images that look like a signature logo or icon")
+    assert lines[-1].startswith("answers.json (attached) holds the same answers")
+    assert "image001.png (240x80)" in lines[-3]
 
 
 def test_a_mail_whose_only_images_are_small_is_answered(decorations):

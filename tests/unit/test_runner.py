@@ -50,3 +50,21 @@ def test_a_folder_given_as_config_is_one_line_and_status_2(tmp_path):
     assert result.returncode == ExitStatus.USAGE
     assert result.stderr.strip().splitlines() == [
         f"client.py: error: {folder}: cannot read config file: [Errno 21] Is a directory: '{folder}'"]
+
+
+def test_a_package_missing_at_first_use_is_one_line_saying_to_use_the_venv(capsys):
+    assert run_command("server.py", fail(ModuleNotFoundError("No module named 'psycopg'", name="psycopg"))) \
+        == ExitStatus.USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("server.py: error: this Python (") and "lacks psycopg: run `make" in err
+    assert "\n" not in err
+
+
+def test_imapclient_info_lines_are_silenced():
+    import logging
+
+    from animalid.cli.runner import setup_logging
+
+    setup_logging(verbose=True)
+    assert not logging.getLogger("imapclient.imapclient").isEnabledFor(logging.INFO)
+    assert logging.getLogger("animalid.server").isEnabledFor(logging.DEBUG)

@@ -4,11 +4,12 @@ client.py without ``--image`` calls :func:`run`. It opens the camera (a
 device index, a video file or a stream URL) and then either
 
 * shows a preview window (OpenCV HighGUI): SPACE or ENTER captures, q or ESC
-  (or closing the window) quits. Each shot is sent at once and gets a card
-  along the bottom of the preview: the shot's thumbnail with "waiting for the
-  answer... N s", then the answer -- common and scientific name, probability,
-  the top matches and coloured badges for dangerous, venomous, poisonous and
-  threatened animals; or
+  (or closing the window) quits. Each shot is sent at once and gets a tile
+  in the strip below the live picture, with its own answer (or how long it
+  has waited); the arrow keys step through them, and the card above the
+  strip shows the selected shot in full: its thumbnail, common and scientific
+  name, probability, the top matches and coloured badges for dangerous,
+  venomous, poisonous and threatened animals; or
 * without a display (SSH, a headless PC) or with ``--no-window``, reads the
   terminal: Enter captures, q+Enter quits at once, end of input (Ctrl-D)
   quits once the answers are in. Answers are printed as they arrive.
@@ -28,7 +29,8 @@ One module per concern, each importing only modules listed before it:
 * ``imaging``   JPEG encode/decode, fit and shrink;
 * ``shots``     Shot and ShotBook: each shot from capture to answer;
 * ``text``      fonts and the TextPainter;
-* ``card``      the answer card and the preview;
+* ``card``      the answer card of one shot;
+* ``strip``     the strip of recent shots and which one the card shows;
 * ``camera``    the camera and the frame pacer;
 * ``display``   whether a window can open (X11 probing);
 * ``mailer``    mail in its own thread;
@@ -53,6 +55,7 @@ from animalid.client.capture.settings import (
                                           parse_resolution,
 )
 from animalid.client.capture.shots import Shot, ShotBook, waiting_summary
+from animalid.client.capture.strip import StripLayout, render_strip
 from animalid.client.capture.text import TextPainter
 from animalid.client.capture.window import WINDOW_NAME
 
@@ -60,5 +63,5 @@ __all__ = [
     "BADGE_COLOURS", "GOLD", "WHITE", "WINDOW_NAME", "CaptureSettings", "Shot", "ShotArchive",
     "ShotBook", "TextPainter", "add_capture_arguments", "camera_source", "card_text",
     "card_width", "decode_jpeg", "describe_source", "encode_jpeg", "layout_unit",
-    "parse_resolution", "render_card", "run", "waiting_summary",
+    "parse_resolution", "render_card", "render_strip", "run", "StripLayout", "waiting_summary",
 ]

@@ -1,6 +1,6 @@
-"""Drawing the answer card and the preview: the palette, the layout sizes,
-the warning badges, a shot's card (its thumbnail beside its answer) and the
-live preview frame with the key hint, status lines and the card."""
+"""Drawing a shot's answer card: the palette, the layout sizes, the warning
+badges and the card itself (the shot's thumbnail beside its answer). The
+window around it (live picture, panel, strip) is window.py's and strip.py's."""
 
 from __future__ import annotations
 
@@ -74,12 +74,6 @@ def draw_badges(canvas, painter: TextPainter, x: int, y: int, flags: Sequence[st
         canvas.text(x + pad_x, y + pad_y, flag, size, badge_text_colour(colour), "bold")
         x += width + pad_x
     return height
-
-
-def shade(frame: "np.ndarray", x0: int, y0: int, x1: int, y1: int, keep: float = 0.45) -> None:
-    """Darken a band so text on it stays readable on any picture."""
-    region = frame[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
-    region[:] = (region * keep).astype(region.dtype)
 
 
 @dataclass(frozen=True)
@@ -184,42 +178,6 @@ def render_card(shot: Shot, width: int, now: float, painter: TextPainter, unit: 
             canvas.text(x, y, painter.fit(line, right - x, small_size), small_size, colour)
             y += painter.line_height(small_size) + gap
     return card
-
-
-def compose_live(frame: "np.ndarray", painter: TextPainter, *, card: "np.ndarray | None" = None,
-                 status_lines: Sequence[str] = (), flash: bool = False,
-                 hint: str = HINT) -> "np.ndarray":
-    """The preview: live frame, key hint on top, status lines, the card at the bottom."""
-    import cv2
-
-    view = frame.copy()
-    height, width = view.shape[:2]
-    unit = layout_unit(height)
-    margin = preview_margin(unit)
-    hint_bottom = painter.line_height(unit) + margin
-    card_top = height
-    if card is not None:
-        card = card[: max(0, height - hint_bottom - margin)]  # a tiny frame keeps the top
-        card_top = height - margin - card.shape[0]
-    small = small_text(unit)
-    # Text goes on the bands only: converting the whole frame for Pillow
-    # would cost more than the rest of the preview together.
-    shade(view, 0, 0, width, hint_bottom)
-    with painter.canvas(view[:hint_bottom]) as canvas:
-        canvas.text(margin, margin // 2, painter.fit(hint, width - 2 * margin, unit), unit, WHITE)
-    if status_lines:
-        status_top = max(hint_bottom, card_top - len(status_lines) * painter.line_height(small)
-                         - margin - margin // 2)
-        shade(view, 0, status_top, width, card_top)
-        with painter.canvas(view[status_top:card_top]) as canvas:
-            for index, line in enumerate(status_lines):
-                y = margin // 2 + index * painter.line_height(small)
-                canvas.text(margin, y, painter.fit(line, width - 2 * margin, small), small, GOLD)
-    if card is not None:
-        view[card_top:card_top + card.shape[0], margin:margin + card.shape[1]] = card
-    if flash:
-        cv2.rectangle(view, (0, 0), (width - 1, height - 1), (255, 255, 255), max(4, unit // 2))
-    return view
 
 
 def card_width(frame_width: int, frame_height: int) -> int:

@@ -1,6 +1,8 @@
-"""The window front end: the HighGUI preview, where SPACE or ENTER captures
-and q or ESC (or closing the window) quits; the card of the shot whose state
-changed last shows along the bottom, the other waiting shots above it."""
+"""The window front end: the HighGUI preview, where SPACE or ENTER captures,
+the arrow keys step through the shots and q or ESC (or closing the window)
+quits. The live picture stays clear: below it, a panel holds the key hint,
+the card of the selected shot and the strip of recent shots, each tile with
+its own answer (strip.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,22 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from animalid.client.capture.camera import Camera, FramePacer
-from animalid.client.capture.card import HINT, card_text, card_width, compose_live, layout_unit, render_card
+from animalid.client.capture.card import (
+    CARD_BACKGROUND,
+    GOLD,
+    HINT,
+    WHITE,
+    badge_padding,
+    card_text,
+    layout_unit,
+    preview_margin,
+    render_card,
+    small_text,
+)
 from animalid.client.capture.imaging import shrink
 from animalid.client.capture.session import CaptureSession, Update, describe_update
-from animalid.client.capture.shots import Shot, ShotBook, waiting_text
+from animalid.client.capture.shots import Shot, ShotBook
+from animalid.client.capture.strip import NEXT_KEYS, PREVIOUS_KEYS, STEP_HINT, ShotSelection, StripLayout, render_strip
 from animalid.client.capture.terminal import Console
 from animalid.client.capture.text import TextPainter
 from animalid.contract import headline, warnings_of
@@ -24,8 +38,11 @@ WINDOW_NAME = "animalid camera"
 # its keysyms (0xFF0D Return, 0xFF8D keypad Enter).
 CAPTURE_KEYS = frozenset({32, 10, 13, 0xFF0D, 0xFF8D})
 QUIT_KEYS = frozenset({27, ord("q"), ord("Q")})
-# Larger camera frames are shown scaled down so the window fits a laptop screen.
-MAX_DISPLAY_SIZE = (1280, 800)
+# Larger camera frames are shown scaled down so that the picture and the panel
+# below it (about 300 px) fit a laptop screen.
+MAX_DISPLAY_SIZE = (1280, 500)
+# The card's room in the panel: its title, subtitle, badges and this many detail lines.
+CARD_DETAIL_LINES = 5
 FLASH_S = 0.2
 MAIL_NOTE_S = 10.0
 
@@ -35,42 +52,89 @@ class WindowUnavailable(Exception):
 
 
 class PreviewView:
-    """Renders the preview frame by frame; the card is redrawn only when it changes."""
+    """Renders the window frame by frame: the live picture untouched (but for the
+    capture flash) above a panel of fixed height; the panel is redrawn only when
+    what it shows changes."""
 
     def __init__(self, painter: TextPainter):
         self.painter = painter
-        self._card_key: tuple[int, int, object] | None = None
-        self._card: np.ndarray | None = None
+        self.selection = ShotSelection()
+        self._panel_key: tuple[object, ...] | None = None
+        self._panel: np.ndarray | None = None
+        self._thumbs: dict[int, "np.ndarray"] = {}
         self._flash_until = 0.0
         self._note = ""
         self._note_until = 0.0
 
     def flash(self, now: float) -> None:
         self._flash_until = now + FLASH_S
+        self.selection.follow()  # a new shot: show it
 
     def notice(self, update: Update, now: float) -> None:
         if update.kind == "mail_problem":
             self._note, self._note_until = update.text, now + MAIL_NOTE_S
 
-    def render(self, frame: "np.ndarray", book: ShotBook, now: float) -> "np.ndarray":
-        featured = book.featured
-        status = [f"shot {shot.number}: {waiting_text(shot, now)}"
-                  for shot in book.waiting() if shot is not featured]
-        if now < self._note_until:
-            status.append(self._note)
-        card = None
-        if featured is not None:
-            height, width = frame.shape[:2]
-            card = self._card_for(featured, card_width(width, height), now, layout_unit(height))
-        return compose_live(frame, self.painter, card=card, status_lines=status,
-                            flash=now < self._flash_until)
+    def step(self, book: ShotBook, by: int) -> None:
+        self.selection.step(book, by)
 
-    def _card_for(self, shot: Shot, width: int, now: float, unit: int) -> "np.ndarray":
-        key = (shot.number, width, card_text(shot, now))
-        if key != self._card_key:
-            self._card_key, self._card = key, render_card(shot, width, now, self.painter, unit)
-        assert self._card is not None
-        return self._card
+    def render(self, frame: "np.ndarray", book: ShotBook, now: float) -> "np.ndarray":
+        import cv2
+        import numpy as np
+
+        height, width = frame.shape[:2]
+        panel = self._panel_for(book, width, layout_unit(height), now)
+        view = np.vstack([frame, panel])
+        if now < self._flash_until:
+            cv2.rectangle(view, (0, 0), (width - 1, height - 1), (255, 255, 255),
+                          max(4, layout_unit(height) // 2))
+        return view
+
+    def _panel_for(self, book: ShotBook, width: int, unit: int, now: float) -> "np.ndarray":
+        selected = self.selection.current(book)
+        note = self._note if now < self._note_until else ""
+        key = (width, unit, note, selected.number if selected else 0,
+               tuple((shot.number,) + strip_state(shot, now) for shot in book.shots[-50:]),
+               card_text(selected, now) if selected else None)
+        if key != self._panel_key or self._panel is None:
+            self._panel_key, self._panel = key, self._draw_panel(book, selected, width, unit, now, note)
+        return self._panel
+
+    def _draw_panel(self, book: ShotBook, selected: Shot | None, width: int, unit: int,
+                    now: float, note: str) -> "np.ndarray":
+        import numpy as np
+
+        painter, margin = self.painter, preview_margin(unit)
+        hint_height = painter.line_height(unit) + margin
+        card_height = card_room(painter, unit)
+        layout = StripLayout(unit)
+        panel = np.empty((hint_height + card_height + layout.height(painter), width, 3), np.uint8)
+        panel[:] = CARD_BACKGROUND[::-1]
+        hint = f"{HINT}   {STEP_HINT}" if len(book.shots) > 1 else HINT
+        with painter.canvas(panel[:hint_height]) as canvas:
+            canvas.text(margin, margin // 2, painter.fit(note or hint, width - 2 * margin, unit), unit,
+                        GOLD if note else WHITE)
+        if selected is not None:
+            card = render_card(selected, width - 2 * margin, now, painter, unit)[:card_height]
+            panel[hint_height:hint_height + card.shape[0], margin:margin + card.shape[1]] = card
+        top = hint_height + card_height
+        panel[top:] = render_strip(book.shots, selected, width, now, painter, layout, self._thumbs)
+        return panel
+
+
+def strip_state(shot: Shot, now: float) -> tuple:
+    """What a shot's tile shows that can change: answered, problem, seconds waited."""
+    return (shot.answers is not None, shot.problem or "", shot.message_id is not None,
+            shot.seconds_waited(now) if shot.waiting else -1)
+
+
+def card_room(painter: TextPainter, unit: int) -> int:
+    """The card's height in the panel: a full card (badges and CARD_DETAIL_LINES details)."""
+    pad, gap = preview_margin(unit), max(2, unit // 4)
+    small = small_text(unit)
+    rows = [painter.line_height(round(unit * 1.4)), painter.line_height(unit),
+            painter.line_height(small) + 2 * badge_padding(small)[1]]
+    rows += [painter.line_height(small)] * CARD_DETAIL_LINES
+    return max(2 * pad + sum(rows) + gap * (len(rows) - 1), 6 * unit)
 
 
 def window_closed() -> bool:
@@ -106,6 +170,8 @@ def run_window(session: CaptureSession, camera: Camera, console: "Console") -> i
             key = cv2.waitKeyEx(max(1, round(pacer.delay_s() * 1000)))
             if window_closed() or key in QUIT_KEYS:
                 return session.book.exit_status()
+            if key in PREVIOUS_KEYS or key in NEXT_KEYS:
+                view.step(session.book, -1 if key in PREVIOUS_KEYS else 1)
             if key in CAPTURE_KEYS:
                 shot = session.capture(frame)  # the full frame, not the scaled preview
                 view.flash(session.clock())

@@ -51,6 +51,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from animalid.history import RequestRecord
+from animalid.server.ledger.history import HISTORY_SCHEMA, UPSERT_REQUEST, RequestHistory, request_params
+
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]  # one result row
@@ -117,8 +120,8 @@ CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     started {real} NOT NULL,
     seen {real} NOT NULL
-)
-"""
+);
+""" + HISTORY_SCHEMA
 # Added after the first release: who finished a message (server.py --status,
 # per-worker counts). Old files get the column on open.
 WORKER_COLUMN = "worker TEXT NOT NULL DEFAULT ''"
@@ -181,7 +184,7 @@ class Outcome:
     worker: str
 
 
-class Ledger(ABC):
+class Ledger(RequestHistory, ABC):
     """The interface and the shared SQL; the backends supply connections and transactions.
 
     ``worker`` names the process writing (set by the server): it goes with
@@ -322,38 +325,52 @@ class Ledger(ABC):
                     "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
                     "WHERE key = ? AND state = ?", (self._clock(), key, SEEN))
 
-    def mark_answered(self, key: str, message_id: str = "", sender: str = "", reason: str = "") -> None:
-        self._finish(key, ANSWERED, message_id, sender, reason)
+    def mark_answered(self, key: str, message_id: str = "", sender: str = "", reason: str = "",
+                    record: RequestRecord | None = None) -> None:
+        self._finish(key, ANSWERED, message_id, sender, reason, record)
 
     def record_bounce(self, reply_id: str, detail: str) -> Record | None:
-        """A delivery report about our reply ``reply_id``: noted on its request (answered
-        with reason "reply <id>"); that request's record, or None when none matches."""
-        rows = self._rows("UPDATE messages SET reason = ?, updated = ? WHERE state = ? AND reason = ? "
+        """A delivery report about our reply ``reply_id``: noted on its request (answered,
+        its reason ending "reply <id>"); that request's record, or None when none matches."""
+        mark = f"{REPLY_MARK}{reply_id}"
+        pattern = "%" + mark.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._rows("UPDATE messages SET reason = reason || ?, updated = ? WHERE state = ? "
+                          "AND reason LIKE ? ESCAPE '\\' "
                           "RETURNING key, message_id, sender, state, attempts, reason",
-                          (f"{REPLY_MARK}{reply_id} {BOUNCED_MARK}{detail}"[:500], self._clock(), ANSWERED,
-                           f"{REPLY_MARK}{reply_id}"))
+                          (f" {BOUNCED_MARK}{detail}"[:300], self._clock(), ANSWERED, pattern))
         return Record(*rows[0]) if rows else None
 
-    def mark_set_aside(self, key: str, message_id: str = "", sender: str = "", reason: str = "") -> None:
-        self._finish(key, SET_ASIDE, message_id, sender, reason)
+    def mark_set_aside(self, key: str, message_id: str = "", sender: str = "", reason: str = "",
+                    record: RequestRecord | None = None) -> None:
+        self._finish(key, SET_ASIDE, message_id, sender, reason, record)
 
-    def mark_ignored(self, key: str, message_id: str = "", sender: str = "", reason: str = "") -> None:
+    def mark_ignored(self, key: str, message_id: str = "", sender: str = "", reason: str = "",
+                    record: RequestRecord | None = None) -> None:
         """Mail that must not be answered (RFC 3834: automatic mail, bounces, lists, our own)."""
-        self._finish(key, IGNORED, message_id, sender, reason)
+        self._finish(key, IGNORED, message_id, sender, reason, record)
 
-    def mark_refused(self, key: str, message_id: str = "", sender: str = "", reason: str = "") -> None:
+    def mark_refused(self, key: str, message_id: str = "", sender: str = "", reason: str = "",
+                    record: RequestRecord | None = None) -> None:
         """A request the server will not serve: sender not allowed, over its rate, or
         failing the [security] check."""
-        self._finish(key, REFUSED, message_id, sender, reason)
+        self._finish(key, REFUSED, message_id, sender, reason, record)
 
-    def _finish(self, key: str, state: str, message_id: str, sender: str, reason: str) -> None:
+    def _finish(self, key: str, state: str, message_id: str, sender: str, reason: str,
+                record: RequestRecord | None = None) -> None:
         # The final state and the end of the reservation commit together: a
         # worker waiting for this Message-ID sees the reservation gone only
-        # once the final state is there to see (``reserve``).
+        # once the final state is there to see (``reserve``). The history row
+        # (history.py) goes in the same transaction: no extra disk sync.
         now = self._clock()
+        if record is None:  # what the ledger knows; the row keeps what it had (arrival, subject)
+            record = RequestRecord(key=key, arrived=now, sender=sender, outcome=state, reason=reason,
+                                   message_id=message_id)
+        record = record.finished(state, reason or record.reason, now, record.seconds, record.images,
+                                 self.worker)
         with self._transaction():
             self._count(_UPSERT_FINAL, (key, message_id, sender, state, reason[:500], now, now, self.worker))
             self._count("DELETE FROM inflight WHERE key = ?", (key,))
+            self._count(UPSERT_REQUEST, request_params(record, now))
 
     def carry(self, old_key: str, new_key: str) -> None:
         """The message ``old_key`` now sits at ``new_key`` (a claim went back to the
@@ -364,6 +381,7 @@ class Ledger(ABC):
             self._count("UPDATE messages SET key = ? WHERE key = ? "
                         "AND NOT EXISTS (SELECT 1 FROM messages WHERE key = ?)", (new_key, old_key, new_key))
             self._count("DELETE FROM inflight WHERE key = ?", (old_key,))
+            self.move_request(old_key, new_key)
 
     # -- rate counting ------------------------------------------------------
 
@@ -504,9 +522,20 @@ class Ledger(ABC):
         rows = self._rows(f"SELECT {self._CLAIM_COLUMNS} FROM claims ORDER BY claimed")
         return [Claim(*row) for row in rows]
 
+    def workers_known(self) -> dict[str, float]:
+        """Every worker on record (kept KEEP_WORKERS_S) -> when it was last seen, oldest start first."""
+        return dict(self._rows("SELECT id, seen FROM workers ORDER BY started", ()))
+
     def workers_seen(self, since: float) -> dict[str, float]:
         """Worker -> when it last renewed its leases, for those seen since ``since``."""
         return dict(self._rows("SELECT id, seen FROM workers WHERE seen >= ? ORDER BY started", (since,)))
+
+    def leave(self) -> None:
+        """This worker stops cleanly: its entry goes, so --status shows only the living and the lost."""
+        if self.worker:
+            with self._transaction():
+                self._count("DELETE FROM workers WHERE id = ?", (self.worker,))
+                self._count("DELETE FROM pages WHERE worker = ?", (self.worker,))
 
     def prune(self) -> None:
         """Forget old events, finished records and long-gone workers, so the ledger stays small."""
@@ -516,4 +545,6 @@ class Ledger(ABC):
             self._count(f"DELETE FROM messages WHERE updated < ? AND {_FINAL_IN}",
                         (now - KEEP_RECORDS_S, *FINAL_STATES))
             self._count("DELETE FROM workers WHERE seen < ?", (now - KEEP_WORKERS_S,))
+            self._count("DELETE FROM pages WHERE seen < ?", (now - KEEP_WORKERS_S,))
+            self.prune_requests(now - KEEP_RECORDS_S)
 

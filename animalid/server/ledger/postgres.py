@@ -34,7 +34,8 @@ class PostgresLedger(Ledger):
                 self._count(f"ALTER TABLE messages ADD COLUMN IF NOT EXISTS {WORKER_COLUMN}")
 
     def _schema_ready(self) -> bool:
-        row = self._one("SELECT to_regclass('workers') IS NOT NULL AND EXISTS (SELECT 1 FROM "
+        row = self._one("SELECT to_regclass('workers') IS NOT NULL AND to_regclass('requests') IS NOT NULL "
+                        "AND to_regclass('pages') IS NOT NULL AND EXISTS (SELECT 1 FROM "
                         "information_schema.columns WHERE table_schema = current_schema() "
                         "AND table_name = 'messages' AND column_name = 'worker')")
         return bool(row and row[0])

@@ -15,6 +15,7 @@ from typing import Any
 
 from animalid.errors import TransientError
 from animalid.server.ledger.base import SCHEMA, WORKER_COLUMN, Clock, Ledger, Row
+from animalid.server.ledger.history import HISTORY_TABLES
 
 # How long a writer waits for another process's write lock (SQLite busy_timeout).
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -64,7 +65,8 @@ class SqliteLedger(Ledger):
     def _schema_ready(self) -> bool:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
-        return {"messages", "events", "claims", "inflight", "workers"} <= tables and "worker" in columns
+        return {"messages", "events", "claims", "inflight", "workers", *HISTORY_TABLES} <= tables \
+            and "worker" in columns
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
