@@ -301,8 +301,11 @@ class Server:
                 delay = backoff_delay(failures, 1.0, self.settings.retry_max_delay)
                 if lost_at is None:  # one line per loss; the retries that follow add none
                     lost_at = time.monotonic()
-                    log.warning("lost the connection: %s; trying again until it is back "
-                                "(every %.0f s at most)", exc, self.settings.retry_max_delay)
+                    # A full disk under the ledger reads as such, not as a lost connection.
+                    what = "cannot write the ledger" if str(exc).startswith("ledger ") else \
+                        "lost the connection"
+                    log.warning("%s: %s; trying again until it is back (every %.0f s at most)",
+                                what, exc, self.settings.retry_max_delay)
                 else:
                     log.debug("still no connection (%s); next try in %.1f s", exc, delay)
                 self.stop_event.wait(delay)
