@@ -17,14 +17,13 @@ from animalid.client import capture
 from animalid.client.capture.card import answer_card_text
 from animalid.contract import headline, lead_parts, render_answers, render_text
 from animalid.testing.harness import PHOTOS
-from tests.e2e.test_capture import (  # noqa: F401
+from tests.e2e.camera_kit import (
     PYTHON,
     STAND_IN_DRIVER,
     Window,
     expected_card,
     find_card,
-    video,
-    xdisplay,
+    write_stand_in_config,
 )
 
 pytestmark = pytest.mark.e2e
@@ -59,14 +58,12 @@ def test_card_terminal_mail_and_json_lead_with_the_same_thing(real_answers, name
 
 
 @pytest.mark.gui
-def test_the_window_shows_the_text_headline(real_answers, xdisplay, video, tmp_path):  # noqa: F811
+def test_the_window_shows_the_text_headline(real_answers, xdisplay, video, tmp_path):
     """Drive the camera window: its card's big title is the text headline's opening."""
     tiger = real_answers["tiger.png"]
     driver = tmp_path / "driver.py"
     driver.write_text(STAND_IN_DRIVER)
-    config = tmp_path / "camera.ini"
-    config.write_text(f"[camera]\nsource = {video}\nwarmup_frames = 2\nmax_side = 640\n"
-                      "[client]\ntimeout = 20\npoll_interval = 0.05\n")
+    config = write_stand_in_config(tmp_path, video)
     spool = tmp_path / "spool"
     window = Window([PYTHON, str(driver), "--config", str(config), "--spool", str(spool),
                      "--delays", "0.3", "--animals", json.dumps([tiger, tiger])], xdisplay, tmp_path)
