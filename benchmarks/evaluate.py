@@ -406,6 +406,14 @@ def main() -> int:
     return 0
 
 
+def answer_key(answer: dict) -> tuple:
+    """What "the same answer" means: the claim's name and rank, and what the lead names
+    (its name and rank, not its probability, which differs by the preprocessing's rounding)."""
+    lead = answer.get("lead")
+    named = (lead.get("scientific_name"), lead.get("rank")) if isinstance(lead, dict) else lead
+    return answer.get("scientific_name"), answer.get("rank"), named
+
+
 def compare_backends(folders: list[Path], modes: dict, builders: dict, networks: list[ModelSpec],
                      kb_path: Path) -> int:
     """Per mode and folder: answers the same on both backends (name, rank, lead), the
@@ -419,8 +427,8 @@ def compare_backends(folders: list[Path], modes: dict, builders: dict, networks:
             probs = {backend: mode_probabilities(spec, logits[backend]) for backend in logits}
             answers = {backend: answers_of(builders[mode], rows, probs[backend]) for backend in logits}
             tallies = {backend: score(answers[backend], rows) for backend in logits}
-            key = [(a.get("scientific_name"), a.get("rank"), a.get("lead")) for a in answers["torch"]]
-            same = sum(k == (b.get("scientific_name"), b.get("rank"), b.get("lead"))
+            key = [answer_key(a) for a in answers["torch"]]
+            same = sum(k == answer_key(b)
                        for k, b in zip(key, answers["onnx"]))
             t, o = tallies["torch"], tallies["onnx"]
             print(f"  {folder.name:<11} {mode:<9} same {same:3d}/{len(rows)}  family-or-finer torch "
@@ -428,8 +436,7 @@ def compare_backends(folders: list[Path], modes: dict, builders: dict, networks:
                   f"onnx {o.wrong:3d}  largest probability difference "
                   f"{np.abs(probs['torch'] - probs['onnx']).max():.4f}")
             for row, a, b in zip(rows, answers["torch"], answers["onnx"]):
-                if (a.get("scientific_name"), a.get("rank"), a.get("lead")) != \
-                        (b.get("scientific_name"), b.get("rank"), b.get("lead")):
+                if answer_key(a) != answer_key(b):
                     print(f"      differs: {row['file']}: torch {a.get('scientific_name')} ({a.get('rank')}, "
                           f"lead {a.get('lead')}) / onnx {b.get('scientific_name')} ({b.get('rank')}, "
                           f"lead {b.get('lead')})")
