@@ -55,12 +55,14 @@ from animalid.server.jobs import Job, PassStats, Verdict
 from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
 from animalid.server.observer import NoObserver, Observer
 from animalid.server.settings import ServerSettings
+from animalid.server.trail.keeper import TrailKeeper
+from animalid.server.trail.rules import CameraMatch
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 3600.0
 # The action words of the log lines, as the history's and the metrics' outcomes.
-ACTION_OUTCOMES = {"answered": ANSWERED, "answered with errors": ANSWERED, "refused": REFUSED,
+ACTION_OUTCOMES = {"answered": ANSWERED, "observed": ANSWERED, "answered with errors": ANSWERED, "refused": REFUSED,
                    "ignored": IGNORED, "set-aside": SET_ASIDE}
 # Per pass: bounded memory, and answers start flowing during a long burst.
 MAX_MESSAGES_PER_PASS = 64
@@ -117,6 +119,10 @@ class Server:
         self.mailbox = mailbox
         self.sender = sender
         self.answerer = Answerer(settings, classifier, sender, self._set_aside, self._log)
+        # Trail cameras (trail/): their mail is observed, never answered; alerts and digests.
+        self.trail = TrailKeeper(settings.trail, settings.address, settings.display_name, self.answerer.send)
+        if self.trail.active:
+            self.answerer.trail = self.trail
         self.ledger: Ledger | None = None
         self._lock = MailboxLock(self.settings.state_file)
         self.worker = new_worker_id()
@@ -162,6 +168,7 @@ class Server:
             self.ledger = open_ledger(self.settings.ledger_settings)
             self._ledger.worker = self.worker
             self.answerer.ledger = self.ledger
+            self.trail.ledger = self.ledger
             self._ledger.prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
@@ -217,6 +224,7 @@ class Server:
         if self.ledger is not None:
             self._ledger.close()
             self.ledger = None
+            self.trail.ledger = None
         self._lock.release()
 
     def __enter__(self) -> "Server":
@@ -297,6 +305,7 @@ class Server:
         ``soon`` the claims we still hold are worth another look."""
         deadline = time.monotonic() + (RETRY_HELD_S if soon else float("inf"))
         while not self.stop_event.is_set():
+            self._tick_trail()
             if self.claims is not None:
                 deadline = min(deadline, time.monotonic() + self.claims.seconds_to_beat())
             remaining = deadline - time.monotonic()
@@ -305,11 +314,21 @@ class Server:
             if self.mailbox.wait(min(WAIT_SLICE_S, remaining)):
                 return
 
+    def _tick_trail(self) -> None:
+        """Digests that are due go out (trail/keeper.py); a failure to send waits for the next tick."""
+        if not self.trail.active:
+            return
+        try:
+            self.trail.tick()
+        except TransientError as exc:
+            log.warning("the trail-camera digest could not be sent yet: %s", exc)
+
     # -- one pass -----------------------------------------------------------
 
     def handle_waiting(self) -> PassStats:
         """Handle everything in the mailbox now; returns what was done."""
         stats = PassStats()
+        self._tick_trail()
         try:
             if self.claims is not None:
                 self._handle_claimed(stats)
@@ -510,6 +529,9 @@ class Server:
             reason = f"already {earlier.state.replace('_', ' ')} as {earlier.key}"
             self._finish(earlier.state, job, reason)
             return Verdict.REMOVE if earlier.state == ANSWERED else Verdict.KEEP
+        camera = self.trail.match(incoming) if incoming.is_request else None
+        if camera is not None:
+            return self._triage_camera(job, camera, stats)
         if not incoming.is_request:
             self._log(job, "ignored", incoming.reason)
             ledger.mark_ignored(ref.key, message_id, sender, incoming.reason)
@@ -538,6 +560,19 @@ class Server:
             self._refuse_over_rate(job)
             stats.refused += 1
             return Verdict.REMOVE
+        return Verdict.WORK
+
+    def _triage_camera(self, job: Job, camera: CameraMatch, stats: PassStats) -> Verdict:
+        """A trail camera's photo: no reply ever, no rate limit (cameras burst); observed."""
+        if job.incoming.protection_problem:
+            self._refuse_unprotected(job)
+            stats.refused += 1
+            return Verdict.KEEP
+        if job.attempts > self.settings.max_attempts:
+            self._set_aside(job, f"failed {job.attempts - 1} times", tell_sender=False)
+            stats.set_aside += 1
+            return Verdict.SET_ASIDE
+        job.camera = camera
         return Verdict.WORK
 
     def _refuse_over_rate(self, job: Job) -> None:

@@ -13,6 +13,7 @@ from typing import Iterable
 from animalid.mail.messages import Limits
 from animalid.mail.protection import Protection
 from animalid.server.ledger import LedgerSettings
+from animalid.server.trail.settings import TrailSettings
 
 
 class AllowedSenders:
@@ -50,6 +51,7 @@ class ServerSettings:
     claim_lease: float = 60.0
     pipeline: bool = True
     ledger: LedgerSettings | None = None  # None: SQLite at state_file
+    trail: TrailSettings = field(default_factory=TrailSettings)  # [trail-camera NAME] sections
 
     @property
     def ledger_settings(self) -> LedgerSettings:
