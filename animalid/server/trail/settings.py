@@ -98,7 +98,7 @@ def parse_digest(text: str) -> int | None:
 
 
 def parse_probability(text: str) -> tuple[float, dict[str, float]]:
-    """ "0.6, Ursidae=0.4" -> (0.6, {"ursidae": 0.4}); values 0..1 or percentages 1..100.
+    """ "0.6, Ursidae=0.4" -> (0.6, {"ursidae": 0.4}); values 0..1, or percentages with "%".
     Without an overall value, 0.5 (config.py SECTION_TEMPLATES)."""
     overall = 0.5
     per_taxon: dict[str, float] = {}
@@ -121,10 +121,10 @@ def _fraction(text: str) -> float:
         value = float(text.rstrip("%"))
     except ValueError:
         raise ValueError(f"{text!r} is not a probability (0 to 1, or a percentage like 60%)") from None
-    if text.endswith("%") or value > 1:
+    if text.endswith("%"):
         value /= 100
     if not 0 <= value <= 1:
-        raise ValueError(f"{text!r} is not between 0 and 1 (or 0% and 100%)")
+        raise ValueError(f"{text!r} is not between 0 and 1 (write a percentage with %, e.g. 60%)")
     return value
 
 
