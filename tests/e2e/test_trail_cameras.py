@@ -11,6 +11,8 @@ and recording it sends that alert once more, with the same Message-ID.
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
 import subprocess
@@ -28,6 +30,7 @@ from animalid.testing.harness import (
     mailbox_messages,
     make_config,
     require_tool,
+    run_cli,
     running_server,
     submit,
     wait_for,
@@ -115,6 +118,18 @@ def test_a_visit_of_twelve_frames_is_one_alert_no_reply_and_one_visit_in_the_dig
     # Restarted, the server does not send the same digest again: its time is in the ledger.
     with SqliteLedger(tmp_path / "server-state.sqlite") as ledger:
         assert ledger.mark("digest 07:00") == tomorrow
+    # The export a researcher loads: every photo of the last 7 days, as CSV and as JSON.
+    exported = run_cli("server.py", "--config", str(config), "--export", str(tmp_path / "obs.csv"),
+                       "--since", "7d")
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader((tmp_path / "obs.csv").open(encoding="utf-8")))
+    assert len(rows) == 12 and sum(row["empty"] == "True" for row in rows) == 8
+    assert {row["alert_taxon"] for row in rows} == {"", "Felidae"} and rows[0]["camera"] == "North ridge"
+    as_json = run_cli("server.py", "--config", str(config), "--export", "-", "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert len(json.loads(as_json.stdout)) == 12
+    recent = run_cli("server.py", "--config", str(config), "--export", "-", "--since", "10m")
+    assert len(recent.stdout.splitlines()) == 1  # the visit was "taken" an hour ago: the header only
 
 
 SERIALS = """

@@ -156,9 +156,10 @@ class TrailRecords:
                      visit.last_taken, visit.frames, visit.best_probability, visit.best_thumbnail,
                      int(visit.alerted), visit.recorded))
 
-    def observations(self, since: float = 0.0, camera: str | None = None) -> list[Observation]:
-        """Observations recorded since ``since``, oldest taken first."""
-        where, params = "recorded >= ?", [since]
+    def observations(self, since: float = 0.0, camera: str | None = None,
+                     by_taken: bool = False) -> list[Observation]:
+        """Observations recorded (or, ``by_taken``, taken) since ``since``, oldest taken first."""
+        where, params = ("taken >= ?" if by_taken else "recorded >= ?"), [since]
         if camera is not None:
             where += " AND camera = ?"
             params.append(camera)  # type: ignore[arg-type]
