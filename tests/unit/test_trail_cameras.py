@@ -22,8 +22,10 @@ from animalid.server.trail.settings import (
     parse_probability,
     parse_quiet_hours,
 )
+from animalid.server.trail.view import observations_view
 from animalid.testing.cameras import animal, landscape
 from animalid.testing.harness import ROOT
+from animalid.web.observations import render_observations
 
 KB = f"[classifier]\nknowledge_base = {ROOT / 'animal_image.json'}\n"
 CAMERA = """
@@ -189,3 +191,13 @@ def test_matches_within_the_cooldown_join_one_visit_and_quiet_hours_keep_it_unal
         assert is_quiet(ridge, noon + 12 * 3600)
         observe(7, noon + 12 * 3600, bear)
         assert len(sent) == 2 and not ledger.visits_since(0)[-1].alerted
+        # The operations page's view: the camera, its last photo, its last visit per taxon.
+        view = observations_view(ledger, TrailSettings((ridge,)), noon + 13 * 3600)
+        [seen] = view["cameras"]
+        assert seen["camera"] == "North ridge" and not seen["silent"]
+        assert seen["last_photo"]["taxon"] == "Ursidae"
+        assert [v["frames"] for v in seen["visits"]] == [1] and seen["visits"][0]["thumbnail"].startswith("data:")
+        page = render_observations(view)
+        assert "North ridge" in page and "quiet hours" in page and "<script" not in page
+        later = observations_view(ledger, TrailSettings((ridge,)), noon + 3 * 86400)
+        assert later["cameras"][0]["silent"]
