@@ -107,6 +107,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "receive": "imap",
         "poll_interval": "0.1",
         "allowed_senders": "hub",
+        # A request counts only when the provider's Authentication-Results says its From is
+        # genuine (mail/authresults.py); authserv_id names that provider's header.
+        "require_authentication": "yes",
+        "authserv_id": "${hub:domain}",
         "display_name": "Animal ID",
         "state_file": "${hub:state_dir}/server-state.sqlite",
         "max_attempts": "3",

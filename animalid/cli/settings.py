@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from animalid.client.pending import PendingRecord
 from animalid.client.requester import Requester
 from animalid.config import DEFAULT_CONFIG, Config, Section
+from animalid.mail.authresults import parse_trusted_ids
 from animalid.mail.mailbox import Mailbox
 from animalid.mail.messages import Limits
 from animalid.mail.protection import MIN_SECRET_CHARS, Protection
@@ -267,8 +268,24 @@ def server_settings(config: Config, receive: str | None = None) -> ServerSetting
         claim_lease=section.get_float("claim_lease", minimum=1.0, maximum=86400.0),
         pipeline=section.get_bool("pipeline"),
         ledger=ledger_settings(config),
+        require_authentication=section.get_bool("require_authentication"),
+        authserv_ids=_authserv_ids(section),
         trail=trail_settings(config),
     )
+
+
+def _authserv_ids(section: Section) -> tuple[str, ...]:
+    """[server] authserv_id: whose Authentication-Results header proves a sender."""
+    try:
+        ids = parse_trusted_ids(section.get("authserv_id", ""))
+    except ValueError as exc:
+        raise section.error("authserv_id", str(exc)) from None
+    if section.get_bool("require_authentication") and not ids:
+        raise section.error("authserv_id", "empty, but require_authentication = yes needs the name your "
+                            "mailbox's provider writes in Authentication-Results: mx.google.com (Gmail), "
+                            "none (Outlook, Microsoft 365), *.messagingengine.com (Fastmail), "
+                            "${hub:domain} (the local hub); or set require_authentication = no")
+    return ids
 
 
 def trail_settings(config: Config) -> TrailSettings:

@@ -93,7 +93,7 @@ def find_dovecot() -> str:
 
 def dovecot_conf(
     *, state: Path, base_dir: str, listen: str, ports: dict[str, int], domain: str,
-    ident: Identity,
+    ident: Identity, imap_capability: str = "",
 ) -> str:
     chroot_off = "" if ident.root else (
         # chroot needs root; these services chroot by default.
@@ -151,6 +151,7 @@ protocol lmtp {{
 # mailbox"), and tests and benchmarks reach every mailbox from 127.0.0.1.
 protocol imap {{
   mail_max_userip_connections = 100
+{f"  imap_capability = {imap_capability}" if imap_capability else ""}
 }}
 protocol pop3 {{
   mail_max_userip_connections = 100

@@ -62,6 +62,7 @@ class MailHub:
         domain: str = _HUB_DEFAULTS["domain"],
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         hostname: Optional[str] = None,
+        imap_capability: str = "",
     ):
         self.state = Path(os.path.abspath(state_dir))
         self.listen = listen
@@ -75,6 +76,9 @@ class MailHub:
         self.client_names = [local_part(c) for c in clients]
         self.max_message_bytes = int(max_message_bytes)
         self.hostname = hostname
+        # Test-only: the IMAP CAPABILITY Dovecot announces after login, to play a server
+        # without an extension (tests/e2e/test_hardening.py: one without UIDPLUS).
+        self.imap_capability = imap_capability
         self.ca_file = self.state / "ca.pem"
         self.accounts: dict[str, str] = {}  # address -> password
         self._lock = StateLock(self.state)
@@ -181,6 +185,18 @@ class MailHub:
         """
         self._smtp.faults.fail(code, for_seconds, senders)
 
+    def fail_recipients(self, code: int = 451, for_seconds: float = 10.0,
+                        recipients: Optional[Iterable[str]] = None) -> None:
+        """Test-only fault switch: answer RCPT TO of ``recipients`` (all when None) with
+        ``code`` for ``for_seconds``, as a recipient's full or greylisting mailbox would;
+        ``for_seconds=0`` ends it now."""
+        self._smtp.faults.fail_recipients(code, for_seconds, recipients)
+
+    @property
+    def authserv_id(self) -> str:
+        """The name in the hub's Authentication-Results headers (RFC 8601): its domain."""
+        return self.domain
+
     def dovecot_running(self) -> bool:
         return self._dovecot is not None and self._dovecot.running()
 
@@ -220,6 +236,7 @@ class MailHub:
             write_public(conf, dovecot_conf(
                 state=self.state, base_dir=str(self.base_dir), listen=self.listen,
                 ports=self.ports, domain=self.domain, ident=ident,
+                imap_capability=self.imap_capability,
             ), mode=0o600)
         except PermissionError as exc:
             raise HubError(f"state folder {self.state} is not writable: {exc}") from None

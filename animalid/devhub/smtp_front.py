@@ -31,6 +31,7 @@ from typing import Mapping, Optional, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
+from .authstamp import stamp
 from .errors import HubError
 from .faults import SmtpFaults
 from .lmtp import lmtp_deliver
@@ -133,6 +134,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        injected = self.faults.reply_for_recipient(address)
+        if injected is not None:
+            return injected
         domain = address.rpartition("@")[2].lower()
         if domain != self.hub.domain:
             return "550 5.7.1 Relaying denied"
@@ -144,7 +148,11 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         queue_id = secrets.token_hex(5).upper()
-        data = self._received_header(server, session, envelope, queue_id) + envelope.content
+        # Like a provider: its own Authentication-Results (RFC 8601), and none that
+        # claims its name from the sender (authstamp.py).
+        login = session.auth_data if self.submission and session.authenticated else None
+        content = stamp(envelope.content, self.hub.authserv_id, self.hub.domain, login)
+        data = self._received_header(server, session, envelope, queue_id) + content
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
             None, lmtp_deliver, self.hub.lmtp_socket, envelope.mail_from,

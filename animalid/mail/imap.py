@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 from animalid.errors import AnimalIdError, PermanentError, TransientError, UnreachableError
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
 from animalid.mail.imapclient_compat import input_buffered, untagged_responses
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, Unreadable
 from animalid.mail.transport import Account, Endpoint, network_error
 
 log = logging.getLogger(__name__)
@@ -262,15 +262,30 @@ class ImapMailbox(Mailbox):
         return [ref if ref.size is not None else replace(ref, size=sizes[ref.folder, ref.handle])
                 for ref in refs if ref.size is not None or (ref.folder, ref.handle) in sizes]
 
-    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge]:
-        found: dict[str, bytes | TooLarge] = {}
+    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge | Unreadable]:
+        """Bodies in chunks of FETCH_CHUNK. When a chunk fails, each message is fetched
+        alone: one the server will not give while it answers a NOOP right after is
+        ``Unreadable`` (that message's failure); a server that stops answering is an outage."""
+        found: dict[str, bytes | TooLarge | Unreadable] = {}
         wanted = []
         for ref in self.with_sizes(refs):
             if ref.size is not None and ref.size > max_bytes:
                 found[ref.key] = TooLarge(ref.size)
             else:
                 wanted.append(ref)
-        for ref, data in self._fetch_items(wanted, [b"BODY.PEEK[]"]):
+        try:
+            fetched = self._fetch_items(wanted, [b"BODY.PEEK[]"])
+        except TransientError:
+            if len(wanted) < 1:
+                raise
+            fetched = []
+            for ref in wanted:
+                try:
+                    fetched += self._fetch_items([ref], [b"BODY.PEEK[]"])
+                except TransientError as exc:
+                    self._call(lambda client: client.noop())  # raises when the server is gone
+                    found[ref.key] = Unreadable(f"the mail server would not give it: {exc}")
+        for ref, data in fetched:
             body = data.get(b"BODY[]")
             if body is not None:
                 found[ref.key] = bytes(body)[: max_bytes + 1]
@@ -319,13 +334,17 @@ class ImapMailbox(Mailbox):
     def _expunge(self, client: Client, uids: list[int]) -> None:
         if client.has_capability("UIDPLUS"):
             client.uid_expunge(uids)  # leaves others' \Deleted messages alone
-            untagged_responses(client).pop("EXPUNGE", None)
-        elif not self._warned_no_uidplus:
-            # A plain EXPUNGE would also remove whatever another client marked
-            # \Deleted: the messages stay flagged, and list_messages() skips them.
-            self._warned_no_uidplus = True
-            log.warning("%s has no UIDPLUS (RFC 4315): removed requests stay marked \\Deleted "
-                        "until a mail client expunges the folder", self.endpoint.where)
+        else:
+            # Without UID EXPUNGE only a plain EXPUNGE (RFC 9051 section 6.4.3) removes
+            # them, with whatever else is marked \Deleted in the folder -- marked for
+            # removal by whoever marked it. Without UIDPLUS this server watches the
+            # mailbox alone (service.py), so nothing of another server's is in flight.
+            if not self._warned_no_uidplus:
+                self._warned_no_uidplus = True
+                log.info("%s has no UIDPLUS (RFC 4315): expunging the folder, which also removes "
+                         "other messages marked \\Deleted there", self.endpoint.where)
+            client.expunge()
+        untagged_responses(client).pop("EXPUNGE", None)
 
     def set_aside(self, refs: list[MailRef], folder: str) -> None:
         for source, group in _by_folder(refs).items():

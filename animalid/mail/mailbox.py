@@ -23,7 +23,9 @@ Both kinds share ``Mailbox``:
 
 * ``list_messages()`` -- what is in the mailbox now, as ``MailRef`` (a stable key,
   plus the size where the protocol gives it for free);
-* ``fetch(refs, max_bytes)`` / ``fetch_headers(refs)`` -- bounded reads;
+* ``fetch(refs, max_bytes)`` / ``fetch_headers(refs)`` -- bounded reads; a message
+  the server will not give while it gives others is ``Unreadable`` (that
+  message's failure, not an outage);
 * ``delete(refs)``, ``set_aside(refs, folder)`` and ``end_pass()``;
 * IMAP only: ``claim(refs, folder)``, ``release(refs)`` and ``list_folder(folder)``;
 * ``wait(timeout)`` -- block until new mail may be there (IDLE), or until
@@ -63,6 +65,14 @@ class TooLarge:
     size: int
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """Stands in for a message the mail server would not give (a -ERR to RETR, a FETCH
+    that fails for this one UID) while it gave others: that message's failure, not an outage."""
+
+    reason: str
+
+
 class Mailbox(ABC):
     protocol = ""
 
@@ -81,7 +91,7 @@ class Mailbox(ABC):
     def list_messages(self) -> list[MailRef]: ...
 
     @abstractmethod
-    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge]: ...
+    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge | Unreadable]: ...
 
     @abstractmethod
     def fetch_headers(self, refs: list[MailRef]) -> dict[str, bytes]: ...

@@ -129,6 +129,12 @@ class Incoming:
     problems: list[str] = field(default_factory=list)  # e.g. parts over the limit
     protection_problem: str = ""  # why the signature / encryption check failed
     skipped: list[str] = field(default_factory=list)  # decorations not answered: "name (WxH)"
+    # The header fields as written, top first (name, raw value): authresults.check_sender
+    # reads the provider's Authentication-Results from them.
+    header_fields: tuple[tuple[str, str], ...] = ()
+    # A delivery report (kind BOUNCE): the Message-IDs it reports on, and why it bounced.
+    bounced_ids: list[str] = field(default_factory=list)
+    bounce_detail: str = ""
     no_image: str = "no image found in the message"  # why there is nothing to identify, when so
     date: float | None = None  # the Date header (RFC 5322 section 3.6.1) as Unix seconds, when readable
 
@@ -298,6 +304,8 @@ def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits,
         return _with_problem(_incoming_from(message, own_addresses), problem, protection)
     message = parse_bytes(raw)
     incoming = _incoming_from(message, own_addresses)
+    if incoming.kind == BOUNCE:
+        incoming.bounced_ids, incoming.bounce_detail = bounce_report(message)
     if not incoming.is_request:
         return incoming
     files = None
@@ -324,6 +332,35 @@ def parse_incoming(raw: bytes, own_addresses: Sequence[str], limits: Limits,
     return incoming
 
 
+def bounce_report(message: Message) -> tuple[list[str], str]:
+    """The Message-IDs a delivery report (RFC 3464, RFC 6522) is about -- from its
+    returned headers (text/rfc822-headers, message/rfc822), else its In-Reply-To and
+    References -- and its diagnostic in one line."""
+    ids: list[str] = []
+    detail = ""
+    for part in message.walk():
+        kind = part.get_content_type()
+        if kind in ("text/rfc822-headers", "message/rfc822-headers", "message/rfc822"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload:  # message/rfc822: a parsed message
+                if isinstance(payload[0], Message):
+                    ids += message_ids(read_header(payload[0], "Message-ID"))[:1]
+            else:
+                raw = _payload(part)
+                ids += message_ids(read_header(parse_bytes(header_block(raw)), "Message-ID"))[:1]
+        elif kind in ("message/delivery-status", "message/global-delivery-status") and not detail:
+            # The email package reads each block of fields (per message, per recipient)
+            # as a header block of its own.
+            blocks = part.get_payload()
+            blocks = blocks if isinstance(blocks, list) else [parse_bytes(_payload(part))]
+            for name in ("Diagnostic-Code", "Status", "Action"):
+                values = [read_header(block, name).strip() for block in blocks if isinstance(block, Message)]
+                detail = detail or next((clean_text(value, 200) for value in values if value), "")
+    if not ids:
+        ids = message_ids(read_header(message, "In-Reply-To")) + message_ids(read_header(message, "References"))
+    return list(dict.fromkeys(ids))[:MAX_REFERENCES], detail or "delivery failed"
+
+
 def parse_headers_only(raw_headers: bytes, own_addresses: Sequence[str], size: int,
                        limits: Limits, protection: Protection | None = None) -> Incoming:
     """An over-size message read from its headers: its kind, and the size problem."""
@@ -340,6 +377,7 @@ def _incoming_from(message: Message, own_addresses: Sequence[str]) -> Incoming:
         subject=clean_text(read_header(message, "Subject")),
         references=message_ids(read_header(message, "References"))[-MAX_REFERENCES:],
         kind=REQUEST_KIND, reason="",
+        header_fields=tuple((str(name), str(value)) for name, value in message.raw_items()),
     )
     incoming.kind, incoming.reason = message_kind(message, sender, own_addresses, sender_problem)
     incoming.date = header_date(read_header(message, "Date"))

@@ -12,20 +12,19 @@ import base64
 import logging
 import poplib
 import time
+from functools import partial
 from operator import methodcaller
 from typing import Any, Callable, TypeVar
 
 from animalid.errors import AnimalIdError, PermanentError, TransientError, UnreachableError
+from animalid.mail import pop3_read
 from animalid.mail.headers import HEADER_BYTES_LIMIT, server_text
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, Unreadable
 from animalid.mail.transport import Account, Endpoint, network_error, xoauth2_string
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# poplib refuses lines over 2048 bytes; RFC 5322 allows 998 characters, but
-# real mail breaks that. Messages are size-checked (LIST) before RETR anyway.
-poplib._MAXLINE = max(poplib._MAXLINE, 100_000)  # type: ignore[attr-defined]  # poplib's own limit
 # What poplib raises (as error_proto) when the server closes the connection,
 # e.g. while it restarts; during login it must not read as a wrong password.
 POPLIB_CONNECTION_CLOSED = "-ERR EOF"
@@ -138,22 +137,30 @@ class Pop3Mailbox(Mailbox):
             refs.append(MailRef(key=f"pop3:{uid}", handle=number, size=int(sizes.get(number, 0))))
         return refs
 
-    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge]:
-        found: dict[str, bytes | TooLarge] = {}
+    def fetch(self, refs: list[MailRef], max_bytes: int) -> dict[str, bytes | TooLarge | Unreadable]:
+        """RETR each message with a byte cap (pop3_read.py), not poplib's line limit. A -ERR
+        to one RETR is that message's failure (``Unreadable``); a dropped session is not."""
+        found: dict[str, bytes | TooLarge | Unreadable] = {}
         for ref in refs:
             if ref.size is not None and ref.size > max_bytes:
                 found[ref.key] = TooLarge(ref.size)
                 continue
-            _, lines, _ = self._call(methodcaller("retr", ref.handle))
-            found[ref.key] = b"\r\n".join(lines) + b"\r\n"
+            try:
+                data = self._call(partial(pop3_read.retr, number=ref.handle, max_bytes=max_bytes))
+            except pop3_read.MessageError as refusal:
+                found[ref.key] = Unreadable(f"the mail server would not give it: {server_text(refusal)}")
+                continue
+            found[ref.key] = TooLarge(data.size) if isinstance(data, pop3_read.OverCap) else data
         return found
 
     def fetch_headers(self, refs: list[MailRef]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         for ref in refs:
-            _, lines, _ = self._call(methodcaller("top", ref.handle, 0))
-            data = b"\r\n".join(lines) + b"\r\n"
-            found[ref.key] = data[:HEADER_BYTES_LIMIT]
+            try:
+                found[ref.key] = self._call(partial(pop3_read.top, number=ref.handle,
+                                                    max_bytes=HEADER_BYTES_LIMIT))
+            except pop3_read.MessageError:
+                continue  # read as gone; RETR, which comes first, reports it
         return found
 
     def delete(self, refs: list[MailRef]) -> None:

@@ -57,6 +57,11 @@ SMTP_REUSE_CHECK_AFTER_S = 10.0
 T = TypeVar("T")
 
 
+class RecipientDeferred(TransientError):
+    """Every recipient of one message was answered 4xx at RCPT TO (full mailbox,
+    greylisting): that message's trouble, not the mail server's."""
+
+
 class MessageRejected(PermanentError):
     """The server refused this one message (5xx to MAIL, RCPT or DATA); others may pass."""
 
@@ -209,7 +214,7 @@ def smtp_error(endpoint: Endpoint, exc: BaseException, account: "Account | None"
         codes = [code for code, _ in exc.recipients.values()]
         detail = "; ".join(f"<{rcpt}>: {code} {server_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
         if all(400 <= code < 500 for code in codes):
-            return TransientError(f"{endpoint.where}: recipient deferred: {detail}")
+            return RecipientDeferred(f"{endpoint.where}: recipient deferred: {detail}")
         return MessageRejected(f"{endpoint.where}: recipient refused: {detail}")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return UnreachableError(f"{endpoint.where}: connection closed ({exc or 'no reason given'})")

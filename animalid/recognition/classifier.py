@@ -28,6 +28,8 @@ import numpy as np
 
 from animalid.errors import BadImageError, ModelError
 from animalid.recognition.answer import AnswerBuilder, AnswerRules
+from animalid.recognition.decode_budget import DEFAULT_BUDGET_PIXELS, DecodeBudget
+from animalid.recognition.decoding import decode_reduced, keep_freed_pictures_out_of_the_heap
 from animalid.recognition.images import DEFAULT_MAX_PIXELS, load_image
 from animalid.recognition.knowledge import load_knowledge_base
 from animalid.recognition.model import (
@@ -75,6 +77,10 @@ class Classifier:
             ensemble = ensemble.with_views(views)
         self.spec = ensemble
         self.max_pixels = max_pixels
+        # Decoding memory follows the pictures, not the threads (decode_budget.py), on
+        # either backend.
+        self._budget = DecodeBudget(max_pixels=max(DEFAULT_BUDGET_PIXELS, max_pixels))
+        keep_freed_pictures_out_of_the_heap()
         self.onnx: OnnxNetworks | None = None
         self.backend, why = choose_backend(backend, device)
         if self.backend == "onnx":
@@ -166,8 +172,13 @@ class Classifier:
     def prepare(self, item: tuple[str, Any]):
         """One item's view tensors for every member network, or the BadImageError it raises."""
         try:
-            # Reduced at once: a batch of phone photos is not held at full size.
-            image = self.shrink(load_image(item[1], self.max_pixels))
+            # Reduced while decoding (decoding.py): a batch of phone photos is never held
+            # at full size, and the threads share one budget of pixels in flight.
+            source = item[1]
+            if isinstance(source, (bytes, bytearray, memoryview, str, Path)):
+                image = self.shrink(decode_reduced(source, self.needed, self.max_pixels, self._budget))
+            else:
+                image = self.shrink(load_image(source, self.max_pixels))
         except BadImageError as exc:
             return exc
         return self._views(image)

@@ -21,10 +21,10 @@ from animalid.history import ANSWERED, ImageResult, RequestRecord
 from animalid.mail.imagetypes import GIF_NOTE
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import build_reply, clean_text, error_answers
-from animalid.mail.transport import MessageRejected, SmtpSender, send_with_retry
+from animalid.mail.transport import MessageRejected, RecipientDeferred, SmtpSender, backoff_delay, send_with_retry
 from animalid.server.claims import Claims
 from animalid.server.jobs import Job, PassStats
-from animalid.server.ledger import Ledger
+from animalid.server.ledger import REPLY_MARK, Ledger
 from animalid.server.observer import NoObserver, Observer
 from animalid.server.pipeline import SendingStage
 from animalid.server.settings import ServerSettings
@@ -72,6 +72,10 @@ class Answerer:
         self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
         self.answer_seconds = 0.0  # total time building, sending and recording replies
         self.handled = 0
+        # key -> monotonic time before which the server does not look at it again (a reply
+        # whose recipient answered 4xx; the server adds requests over the rate limit)
+        self.deferred: dict[str, float] = {}
+        self.counted_this_pass: list[str] = []  # tries counted in this pass (taken back on an outage)
 
     def classify_and_answer(self, jobs: list[Job], stats: PassStats) -> list[MailRef]:
         """Classify and answer; with ``pipeline`` on, the replies of one chunk are sent
@@ -104,7 +108,7 @@ class Answerer:
         current: list[Job] = []
         images = 0
         for job in jobs:
-            if job.attempts > 1:
+            if job.attempts >= 1:
                 chunks.append([job])
                 continue
             current.append(job)
@@ -122,12 +126,13 @@ class Answerer:
         A message that failed before may be the one that brings the server
         down, so it is kept out of the shared batch.
         """
-        first_tries = [job for job in jobs if job.attempts <= 1]
-        retries = [job for job in jobs if job.attempts > 1]
+        first_tries = [job for job in jobs if job.attempts == 0]
+        retries = [job for job in jobs if job.attempts >= 1]
         groups = ([first_tries] if first_tries else []) + [[job] for job in retries]
         for group in groups:
             if self.claims is not None:
                 self.claims.progress()
+            self._count_tries(group)
             try:
                 self._classify_group(group)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the server
@@ -139,6 +144,15 @@ class Answerer:
                 else:  # find the culprit: the others still get their answers
                     for job in group:
                         self._classify_one_safely(job)
+
+    def _count_tries(self, group: list[Job]) -> None:
+        """One more try for each request of ``group``, durable before it is classified:
+        if classifying it kills the process, it counts for these requests alone."""
+        assert self.ledger is not None, "the server opens its ledger before classifying"
+        counts = self.ledger.begin_attempts([job.ref.key for job in group])
+        for job in group:
+            job.attempts = counts[job.ref.key]
+        self.counted_this_pass += [job.ref.key for job in group]
 
     def _classify_one_safely(self, job: Job) -> None:
         try:
@@ -200,17 +214,29 @@ class Answerer:
                                 display_name=self.settings.display_name)
             try:
                 self.send(reply)
-            except MessageRejected as exc:
+            except (MessageRejected, RecipientDeferred) as exc:
+                if isinstance(exc, RecipientDeferred) and job.attempts < self.settings.max_attempts:
+                    # Tried again in a later pass, after a pause; this try is counted.
+                    delay = backoff_delay(job.attempts, 5.0, self.settings.retry_max_delay)
+                    self.deferred[job.ref.key] = time.monotonic() + delay
+                    log.warning("%s: reply to %s deferred (try %d of %d, next in %.0f s): %s",
+                                incoming.message_id or job.ref.key, incoming.sender, job.attempts,
+                                self.settings.max_attempts, delay, exc)
+                    continue
+                reason = (f"the reply was deferred {job.attempts} times: {exc}"
+                          if isinstance(exc, RecipientDeferred) else f"the reply was refused: {exc}")
                 if rejected is None:
-                    self._set_aside(job, f"the reply was refused: {exc}", False)
+                    self._set_aside(job, reason, False)
                 else:
-                    rejected.append((job, f"the reply was refused: {exc}"))
+                    rejected.append((job, reason))
                 stats.set_aside += 1
                 continue
             assert self.ledger is not None, "the server opens its ledger before answering"
             action, reason = outcome(answers, incoming.skipped, time.monotonic() - job.started)
             job.answers = answers
-            self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender, reason,
+            # The reply's Message-ID too, so a delivery report about it finds this request.
+            self.ledger.mark_answered(job.ref.key, incoming.message_id, incoming.sender,
+                                      f"{reason}; {REPLY_MARK}{reply['Message-ID']}",
                                       record=answered_record(job, reason))
             stats.answered += 1
             self.handled += 1

@@ -55,7 +55,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from animalid.errors import AnimalIdError
 from animalid.mail.mailbox import Mailbox, MailRef
 from animalid.server.ledger import ANSWERED, UNRECORDED_CLAIM_PREFIX, Ledger
 
@@ -140,10 +139,12 @@ class Claims:
             stalled = False
             try:
                 self.ledger.heartbeat()
+                if failing:
+                    log.info("renewing the leases again")
                 failing = False
-            except AnimalIdError as exc:
+            except Exception as exc:  # noqa: BLE001 - this thread must outlive any failure
                 if not failing:
-                    log.warning("could not renew the leases: %s", exc)
+                    log.warning("could not renew the leases: %s: %s", type(exc).__name__, exc)
                 failing = True
 
     # -- claiming ---------------------------------------------------------------
@@ -205,17 +206,18 @@ class Claims:
         if claimed:
             self.ledger.end_claims([ref.key for ref in claimed])
 
-    def give_back(self, refs: list[MailRef]) -> None:
+    def give_back(self, refs: list[MailRef]) -> dict[str, str]:
         """Move claims back to the INBOX now (mail left there on purpose, or a worker
-        stopping): their records follow them to their new keys."""
+        stopping): their records follow them to their new keys. Returns old key -> new key."""
         claimed = [ref for ref in refs if ref.folder == self.folder]
         if not claimed:
-            return
+            return {}
         back = self.mailbox.release(claimed)
         for ref in claimed:
             if ref.key in back:
                 self.ledger.carry(ref.key, back[ref.key].key)
         self.finished(claimed)
+        return {ref.key: back[ref.key].key for ref in claimed if ref.key in back}
 
     # -- leases -----------------------------------------------------------------
 
@@ -250,6 +252,11 @@ class Claims:
         refs = [MailRef(key=claim.key, handle=claim.uid, folder=self.folder) for claim in expired
                 if claim.uid and claim.uidvalidity == uidvalidity and claim.uid in present]
         if not refs:
+            if expired:  # claimed in the ledger, never moved: free again where they are
+                owners = sorted({claim.worker or "(unrecorded)" for claim in expired})
+                log.info("%d claim(s) outlived their lease of %.0f s (held by %s): returned %d to the "
+                         "queue (never moved out of it)", len(expired), self.lease, ", ".join(owners),
+                         len(expired))
             return result
         finals = self.ledger.known_final_keys([ref.key for ref in refs])
         answered = [ref for ref in refs if ref.key in finals and finals[ref.key].state == ANSWERED]
@@ -261,8 +268,7 @@ class Claims:
                 self.ledger.carry(ref.key, back[ref.key].key)
         result.returned = len(back)
         result.unrecorded = sum(1 for claim in expired if claim.noticed and claim.uid in present)
-        owners = sorted({claim.worker or "(unrecorded)" for claim in expired
-                         if claim.uid in present and claim.uidvalidity == uidvalidity})
+        owners = sorted({claim.worker or "(unrecorded)" for claim in expired})
         log.info("%d claim(s) outlived their lease of %.0f s (held by %s): returned %d to the queue%s",
                  len(refs), self.lease, ", ".join(owners), len(back),
                  f", removed {len(answered)} answered earlier" if answered else "")

@@ -10,11 +10,19 @@ answered (ledger.py, synced to disk) and only then DELETE or MOVE the request
 (RFC 1939 DELE / RFC 6851 MOVE, see mailbox.py). A crash at any point thus
 loses nothing; at worst a reply is sent twice, which the client ignores.
 
-A message whose handling fails ``max_attempts`` times (counted before each
-try, so crashes count) is set aside -- moved to the failed folder on IMAP,
-recorded on POP3 -- and its sender is told. Transient trouble (a mail server
-down) is retried with capped exponential backoff and does not count as an
-attempt. Each handled message gives one log line: id, sender, action, reason.
+A message whose handling fails ``max_attempts`` times is set aside -- moved to
+the failed folder on IMAP, recorded on POP3 -- and its sender is told. A try
+is counted durably just before the request's own classification (answering.py),
+so a request that crashes the server counts and those queued behind it do not;
+a message the mail server will not give (``Unreadable``), one that cannot be
+parsed, and one whose reply's recipient answers 4xx count a try each too.
+Transient trouble (a mail server down, a full disk under the ledger) is
+retried with capped exponential backoff, logged when it starts and when it
+ends, and does not count as an attempt. A request over its sender's hourly
+rate stays in the mailbox and waits for the next window. With
+``require_authentication`` a request counts only when the provider's
+Authentication-Results vouches for its From (mail/authresults.py). Each
+handled message gives one log line: id, sender, action, reason.
 
 Several servers may share one IMAP mailbox (claims.py): each claims requests
 in the shared ledger, moves them into a claims folder (RFC 6851 UID MOVE,
@@ -44,7 +52,8 @@ from typing import Any
 
 from animalid.errors import AnimalIdError, PermanentError, TransientError
 from animalid.history import WORKING, RequestRecord
-from animalid.mail.mailbox import Mailbox, MailRef, TooLarge
+from animalid.mail.authresults import check_sender
+from animalid.mail.mailbox import Mailbox, MailRef, TooLarge, Unreadable
 from animalid.mail.messages import Incoming, build_reply, clean_text, error_answers, parse_headers_only, parse_incoming
 from animalid.mail.protection import Protection
 from animalid.mail.transport import MessageRejected, SmtpSender, backoff_delay
@@ -61,6 +70,8 @@ from animalid.server.trail.rules import CameraMatch
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 3600.0
+RATE_RECHECK_S = 30.0  # a request over its sender's rate limit is looked at again this often
+PRUNE_EVERY_S = 3600.0  # the ledger forgets old records this often, not only at start-up
 # The action words of the log lines, as the history's and the metrics' outcomes.
 ACTION_OUTCOMES = {"answered": ANSWERED, "observed": ANSWERED, "answered with errors": ANSWERED, "refused": REFUSED,
                    "ignored": IGNORED, "set-aside": SET_ASIDE}
@@ -128,6 +139,8 @@ class Server:
         self.worker = new_worker_id()
         self.claims: Claims | None = None  # set when the mailbox is shared (IMAP MOVE + UIDPLUS)
         self.stop_event = threading.Event()
+        self._next_prune = 0.0  # when the ledger is pruned next (monotonic)
+        self._deferral_logged: set[str] = set()  # requests over the rate limit, logged once each
         self.observer: Observer = NoObserver()
         # What the operations page reads (animalid.web): this worker's own view.
         self.queue_depth = 0  # requests waiting in the watched folder at the last look
@@ -158,6 +171,12 @@ class Server:
     def handled(self) -> int:
         return self.answerer.handled
 
+    @property
+    def deferred(self) -> dict[str, float]:
+        """Key -> monotonic time before which it is not looked at again: a request over
+        its sender's rate limit, a reply whose recipient answered 4xx (answering.py)."""
+        return self.answerer.deferred
+
     # -- lifecycle ----------------------------------------------------------
 
     def open(self) -> "Server":
@@ -169,7 +188,7 @@ class Server:
             self._ledger.worker = self.worker
             self.answerer.ledger = self.ledger
             self.trail.ledger = self.ledger
-            self._ledger.prune()
+            self._prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
             self.mailbox.verify_login()
@@ -265,6 +284,8 @@ class Server:
         lost_at: float | None = None  # when the connection was lost; None while it works
         while not self.stop_event.is_set():
             try:
+                if time.monotonic() >= self._next_prune:
+                    self._prune()
                 stats = self.handle_waiting()
                 if lost_at is not None:  # one line per recovery
                     log.info("the connection is back after %.0f s (%d failed tries)",
@@ -288,11 +309,21 @@ class Server:
                 delay = backoff_delay(failures, 1.0, self.settings.retry_max_delay)
                 if lost_at is None:  # one line per loss; the retries that follow add none
                     lost_at = time.monotonic()
-                    log.warning("lost the connection: %s; trying again until it is back "
-                                "(every %.0f s at most)", exc, self.settings.retry_max_delay)
+                    # A full disk under the ledger reads as such, not as a lost connection.
+                    what = "cannot write the ledger" if str(exc).startswith("ledger ") else \
+                        "lost the connection"
+                    log.warning("%s: %s; trying again until it is back (every %.0f s at most)",
+                                what, exc, self.settings.retry_max_delay)
                 else:
                     log.debug("still no connection (%s); next try in %.1f s", exc, delay)
                 self.stop_event.wait(delay)
+
+    def _prune(self) -> None:
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        try:
+            self._ledger.prune()
+        except TransientError as exc:  # a full disk: the next hour, or the next start, will do
+            log.warning("could not prune the ledger: %s", exc)
 
     def _sharing(self) -> str:
         if self.claims is None:
@@ -357,7 +388,8 @@ class Server:
         won = claims.take(new_refs, room) if room and new_refs else []
         # More waits and we are not starved: look again at once.
         stats.more_waiting = bool(won) and len(new_refs) > len(won)
-        batch = self._settle_finished_claims(claims.held_refs())
+        batch = [ref for ref in self._settle_finished_claims(claims.held_refs())
+                 if ref.key not in self.deferred]  # a reply deferred by its recipient waits
         if batch:
             self._handle_batch(batch, stats)
             self.mailbox.expect_more()
@@ -402,9 +434,12 @@ class Server:
         if leftovers:
             log.info("removing %d request(s) answered earlier", len(leftovers))
             self._remove_answered(leftovers)
+        now = time.monotonic()
+        for key in [key for key, until in self.deferred.items() if until <= now]:
+            del self.deferred[key]
         waiting = [ref for ref in refs if ref.key not in finished]
         self._note_arrivals(waiting)
-        return waiting
+        return [ref for ref in waiting if ref.key not in self.deferred]
 
     def _note_arrivals(self, waiting: list[MailRef]) -> None:
         """When each waiting request was first seen (its arrival, for the page and the
@@ -428,14 +463,20 @@ class Server:
         return batch
 
     def _handle_batch(self, refs: list[MailRef], stats: PassStats) -> None:
-        # Counted before any work: a message that crashes the server counts too.
-        attempts = self._ledger.begin_attempts([ref.key for ref in refs])
+        # Tries made before this pass. A try is counted just before the request's own
+        # classification (answering.py), so a request that crashes the server counts,
+        # and the requests queued behind it do not.
+        attempts = self._ledger.attempts_of([ref.key for ref in refs])
+        self.answerer.counted_this_pass = []
         try:
             self._work_on(refs, attempts, stats)
         except TransientError:
             # The mail servers failed, not the messages: those tries do not count.
             # (Finished messages are no longer "seen" and keep their state.)
-            self._ledger.release_attempts([ref.key for ref in refs])
+            try:
+                self._ledger.release_attempts(self.answerer.counted_this_pass)
+            except TransientError as exc:
+                log.debug("could not take back this pass's tries: %s", exc)
             raise
 
     def _work_on(self, refs: list[MailRef], attempts: dict[str, int], stats: PassStats) -> None:
@@ -453,11 +494,16 @@ class Server:
                 if self.claims is not None:
                     self.claims.forget([ref])
                 continue  # removed by someone else meanwhile
-            incoming = self._read(ref, content, headers.get(ref.key))
+            incoming = None if isinstance(content, Unreadable) else \
+                self._read(ref, content, headers.get(ref.key))
             if incoming is None:
-                if attempts[ref.key] > self.settings.max_attempts:
-                    self._set_aside_unreadable(ref)
+                reason = content.reason if isinstance(content, Unreadable) else "the message cannot be parsed"
+                tries = self._ledger.begin_attempts([ref.key])[ref.key]  # this failure is its try
+                if tries >= self.settings.max_attempts:
+                    self._set_aside_unreadable(ref, f"{reason} ({tries} tries)")
                     stats.set_aside += 1
+                else:
+                    log.warning("%s: %s (try %d of %d)", ref.key, reason, tries, self.settings.max_attempts)
                 continue
             if incoming.message_id in ids_in_pass:
                 # A second copy in the same pass (a client's retried submission, a
@@ -479,14 +525,19 @@ class Server:
             elif verdict is Verdict.KEEP:
                 keep.append(job.ref)
             elif verdict is Verdict.WAIT:
-                self._ledger.release_attempt(job.ref.key)  # waiting is not a failed try
                 stats.waiting += 1
         if jobs:
             done += self.answerer.classify_and_answer(jobs, stats)
         if done:
             self._remove_answered(done)
         if keep and self.claims is not None:
-            self.claims.give_back(keep)  # left in the mailbox: back to the INBOX
+            # Left in the mailbox: back to the INBOX, under new keys; a deferral follows
+            # its request there, so it is not claimed again before its time.
+            for old, new in self.claims.give_back(keep).items():
+                if old in self.deferred:
+                    self.deferred[new] = self.deferred.pop(old)
+                if old in self._deferral_logged:
+                    self._deferral_logged.add(new)
 
     def _record_taken_up(self, jobs: list[Job]) -> None:
         """The requests of this pass in the history, before triage (one transaction): the
@@ -516,6 +567,14 @@ class Server:
         ref, incoming = job.ref, job.incoming
         ledger, settings = self._ledger, self.settings
         message_id, sender = incoming.message_id, incoming.sender
+        refusal = self._unauthenticated(incoming)
+        if refusal:
+            # Before any reservation and without its Message-ID in the ledger: a forgery
+            # must not hold up, pre-empt or use the rate limit of the real sender's request.
+            self._log(job, "refused", refusal)
+            ledger.mark_refused(ref.key, "", sender, refusal)
+            stats.refused += 1
+            return Verdict.KEEP
         if message_id:
             # Reserve first, then look for a final state: a worker that finishes
             # this Message-ID drops its reservation in the same transaction.
@@ -533,6 +592,8 @@ class Server:
         if camera is not None:
             return self._triage_camera(job, camera, stats)
         if not incoming.is_request:
+            if incoming.bounced_ids:
+                self._note_bounce(job)
             self._log(job, "ignored", incoming.reason)
             ledger.mark_ignored(ref.key, message_id, sender, incoming.reason)
             stats.ignored += 1
@@ -548,18 +609,18 @@ class Server:
             return Verdict.KEEP
         if settings.rate_limit_per_hour and \
                 ledger.count_events(sender, RATE_WINDOW_S) >= settings.rate_limit_per_hour:
-            self._refuse_over_rate(job)
+            self._defer_over_rate(job)
             stats.refused += 1
-            return Verdict.REMOVE
-        if job.attempts > settings.max_attempts:
-            self._set_aside(job, f"failed {job.attempts - 1} times", tell_sender=True)
+            return Verdict.KEEP
+        if job.attempts >= settings.max_attempts:
+            self._set_aside(job, f"failed {job.attempts} times", tell_sender=True)
             stats.set_aside += 1
             return Verdict.SET_ASIDE
         if not ledger.take_event(sender, "request", RATE_WINDOW_S, settings.rate_limit_per_hour):
             # Another worker took this sender's last request of the hour meanwhile.
-            self._refuse_over_rate(job)
+            self._defer_over_rate(job)
             stats.refused += 1
-            return Verdict.REMOVE
+            return Verdict.KEEP
         return Verdict.WORK
 
     def _triage_camera(self, job: Job, camera: CameraMatch, stats: PassStats) -> Verdict:
@@ -575,15 +636,38 @@ class Server:
         job.camera = camera
         return Verdict.WORK
 
-    def _refuse_over_rate(self, job: Job) -> None:
+    def _note_bounce(self, job: Job) -> None:
+        """A delivery report about one of our replies: recorded against its request."""
+        for reply_id in job.incoming.bounced_ids:
+            record = self._ledger.record_bounce(reply_id, job.incoming.bounce_detail)
+            if record is not None:
+                log.info("%s from %s: the reply bounced (%s)", record.message_id or record.key,
+                         record.sender or "(no sender)", job.incoming.bounce_detail)
+
+    def _unauthenticated(self, incoming: Incoming) -> str:
+        """Why a request from an allowed sender or a trail camera is not believed, or ""
+        (authresults.py): a forged camera mail would raise false alerts."""
+        settings = self.settings
+        if not (settings.require_authentication and incoming.is_request
+                and (settings.allowed.allows(incoming.sender) or self.trail.match(incoming) is not None)):
+            return ""
+        verdict = check_sender(incoming.header_fields, incoming.sender, settings.authserv_ids)
+        return "" if verdict.trusted else f"sender not authenticated: {verdict.reason}"
+
+    def _defer_over_rate(self, job: Job) -> None:
+        """Over the sender's hourly limit: kept in the mailbox and looked at again later,
+        answered once the hour allows; one log line per request, one notice per hour."""
         limit = self.settings.rate_limit_per_hour
-        reason = f"rate limit: more than {limit} requests in an hour"
+        self.deferred[job.ref.key] = time.monotonic() + RATE_RECHECK_S
+        self._ledger.release_reservation(job.ref.key)
+        if job.ref.key in self._deferral_logged:
+            return
+        self._deferral_logged.add(job.ref.key)
         if self._ledger.take_event(job.incoming.sender, "rate-notice", RATE_WINDOW_S, 1):
-            text = (f"You have sent more than {limit} requests in the last hour; "
-                    "this one was not processed. Please try again later.")
+            text = (f"You have sent more than {limit} requests in the last hour; this one "
+                    "waits, and is answered as soon as the hour's limit allows.")
             self._send_notice(job, error_answers(job.incoming, text))
-        self._log(job, "refused", reason)
-        self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+        self._log(job, "deferred", f"rate limit: more than {limit} requests in an hour; kept for the next window")
 
     def _refuse_unprotected(self, job: Job) -> None:
         """A request from an allowed address that fails the [security] check.
@@ -616,8 +700,7 @@ class Server:
         self._ledger.mark_set_aside(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
         self._log(job, "set-aside", reason)
 
-    def _set_aside_unreadable(self, ref: MailRef) -> None:
-        reason = "the message cannot be parsed"
+    def _set_aside_unreadable(self, ref: MailRef, reason: str) -> None:
         try:
             self.mailbox.set_aside([ref], self.settings.failed_folder)
             if self.claims is not None:

@@ -51,6 +51,10 @@ class ServerSettings:
     claim_lease: float = 60.0
     pipeline: bool = True
     ledger: LedgerSettings | None = None  # None: SQLite at state_file
+    # Believe a request's From only when the provider's Authentication-Results vouches
+    # for it (mail/authresults.py); authserv_ids names whose header counts.
+    require_authentication: bool = False
+    authserv_ids: tuple[str, ...] = ()
     trail: TrailSettings = field(default_factory=TrailSettings)  # [trail-camera NAME] sections
 
     @property

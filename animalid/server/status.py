@@ -15,7 +15,7 @@ from typing import Callable
 
 from animalid.mail.mailbox import Mailbox
 from animalid.mail.messages import clean_text
-from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
+from animalid.server.ledger import ANSWERED, BOUNCED_MARK, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
 from animalid.server.settings import ServerSettings
 
 RECENT = 10
@@ -107,8 +107,14 @@ def _outcomes(ledger: Ledger, clock: float) -> list[str]:
             stamp = time.strftime("%H:%M:%S", time.localtime(outcome.updated))
             what = clean_text(outcome.message_id or outcome.key, 120)
             sender = clean_text(outcome.sender, 120) or "(no sender)"
-            lines.append(f"  {stamp}  {STATE_WORDS.get(outcome.state, outcome.state):<9}  {what}  "
-                         f"{sender}  {outcome.worker or ''}".rstrip())
+            word = STATE_WORDS.get(outcome.state, outcome.state)
+            why = ""
+            if BOUNCED_MARK in outcome.reason:
+                word, why = "bounced", outcome.reason.partition(BOUNCED_MARK)[2]
+            elif outcome.state in (SET_ASIDE, IGNORED, REFUSED):
+                why = outcome.reason
+            why = f"  ({clean_text(why, 160)})" if why else ""
+            lines.append(f"  {stamp}  {word:<9}  {what}  {sender}  {outcome.worker or ''}".rstrip() + why)
     return lines
 
 

@@ -255,7 +255,9 @@ def keyed(mailhub, tmp_path, monkeypatch):
         settings["notify_signature_failures"] = "yes" if notify else "no"
         return make_config(mailhub, tmp_path, client, receive="imap", server_receive="imap",
                            security_settings=settings, name=f"{name}.ini", rate_limit_per_hour=0,
-                           **server)
+                           # The [security] check proves the sender itself, whatever the provider
+                           # says: forged mail arrives through the MX port with no vouching header.
+                           require_authentication="no", **server)
 
     empty_mailbox(config("empty"), "server")
     for client in CLIENTS:

@@ -81,7 +81,7 @@ digest = daily 07:00
 def test_a_visit_of_twelve_frames_is_one_alert_no_reply_and_one_visit_in_the_digest(mailhub, classifier,
                                                                                      tmp_path):
     config = trail_config(mailhub, tmp_path, NORTH_RIDGE)
-    start = time.time() - 3600
+    start = float(int(time.time()) - 3600)  # whole seconds, as EXIF writes them
     frames = [(f"empty-{i}.jpg", landscape(i, start + 10 * i), start + 10 * i) for i in range(4)]
     frames += [(f"tiger-{i}.jpg", animal("tiger.png", start + 10 * (4 + i)), start + 10 * (4 + i))
                for i in range(4)]
@@ -102,8 +102,7 @@ def test_a_visit_of_twelve_frames_is_one_alert_no_reply_and_one_visit_in_the_dig
         assert sum(1 for row in seen if row.empty) == 8
         tigers = [row for row in seen if not row.empty]
         assert len(tigers) == 4 and len({row.visit for row in tigers}) == 1
-        assert [round(row.taken) for row in seen] == [round(taken) for _, _, taken in
-                                                        sorted(frames, key=lambda frame: frame[2])]
+        assert [row.taken for row in seen] == [taken for _, _, taken in sorted(frames, key=lambda f: f[2])]
         # The next morning's digest: the keeper's clock moves a day on.
         tomorrow = time.time() + 86400 + 60
         server.trail.clock = lambda: tomorrow

@@ -15,10 +15,12 @@ from pathlib import Path
 from animalid.credentials import SecretSource
 from animalid.server.ledger.base import (
     ANSWERED,
+    BOUNCED_MARK,
     FINAL_STATES,
     IGNORED,
     POSTGRES_SCHEMES,
     REFUSED,
+    REPLY_MARK,
     SEEN,
     SET_ASIDE,
     UNRECORDED_CLAIM_PREFIX,
@@ -30,7 +32,7 @@ from animalid.server.ledger.base import (
 from animalid.server.ledger.postgres import PostgresLedger
 from animalid.server.ledger.sqlite import SqliteLedger
 
-__all__ = ["ANSWERED", "FINAL_STATES", "IGNORED", "POSTGRES_SCHEMES", "REFUSED", "SEEN", "SET_ASIDE",
+__all__ = ["ANSWERED", "BOUNCED_MARK", "FINAL_STATES", "IGNORED", "POSTGRES_SCHEMES", "REFUSED", "REPLY_MARK", "SEEN", "SET_ASIDE",
            "UNRECORDED_CLAIM_PREFIX", "Claim", "Ledger", "LedgerSettings", "Outcome", "PostgresLedger",
            "Record", "SqliteLedger", "open_ledger"]
 

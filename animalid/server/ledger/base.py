@@ -68,6 +68,10 @@ REFUSED = "refused"
 FINAL_STATES = (ANSWERED, SET_ASIDE, IGNORED, REFUSED)
 # "state IN (...)" with one placeholder per final state.
 _FINAL_IN = "state IN (" + ", ".join("?" * len(FINAL_STATES)) + ")"
+# An answered record's reason: "reply <Message-ID of the reply>", and after a delivery
+# report about that reply, "reply <id> bounced: <diagnostic>" (server.py --status shows it).
+REPLY_MARK = "reply "
+BOUNCED_MARK = "bounced: "
 KEEP_RECORDS_S = 90 * 24 * 3600
 KEEP_EVENTS_S = 2 * 24 * 3600
 KEEP_WORKERS_S = 7 * 24 * 3600
@@ -300,6 +304,17 @@ class Ledger(RequestHistory, TrailRecords, ABC):
                 counts[key] = int(self._first(self._BEGIN, (key, "", "", SEEN, now, now))[0])
         return counts
 
+    def attempts_of(self, keys: list[str]) -> dict[str, int]:
+        """The tries counted so far for each key (0 for a key never tried)."""
+        counts = dict.fromkeys(keys, 0)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for key, attempts in self._rows(f"SELECT key, attempts FROM messages WHERE key IN ({marks})",
+                                            tuple(chunk)):
+                counts[key] = int(attempts)
+        return counts
+
     def release_attempts(self, keys: list[str]) -> None:
         with self._transaction():
             for key in keys:
@@ -314,6 +329,17 @@ class Ledger(RequestHistory, TrailRecords, ABC):
     def mark_answered(self, key: str, message_id: str = "", sender: str = "", reason: str = "",
                     record: RequestRecord | None = None) -> None:
         self._finish(key, ANSWERED, message_id, sender, reason, record)
+
+    def record_bounce(self, reply_id: str, detail: str) -> Record | None:
+        """A delivery report about our reply ``reply_id``: noted on its request (answered,
+        its reason ending "reply <id>"); that request's record, or None when none matches."""
+        mark = f"{REPLY_MARK}{reply_id}"
+        pattern = "%" + mark.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._rows("UPDATE messages SET reason = reason || ?, updated = ? WHERE state = ? "
+                          "AND reason LIKE ? ESCAPE '\\' "
+                          "RETURNING key, message_id, sender, state, attempts, reason",
+                          (f" {BOUNCED_MARK}{detail}"[:300], self._clock(), ANSWERED, pattern))
+        return Record(*rows[0]) if rows else None
 
     def mark_set_aside(self, key: str, message_id: str = "", sender: str = "", reason: str = "",
                     record: RequestRecord | None = None) -> None:

@@ -112,7 +112,19 @@ class SqliteLedger(Ledger):
                 yield
             except BaseException:
                 self._depth = 0
-                self._db.execute("ROLLBACK")
+                self._rollback_quietly()
                 raise
             self._depth = 0
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # "database or disk is full", "disk I/O error"
+                self._rollback_quietly()
+                raise TransientError(f"ledger {self.path}: {exc}") from None
+
+    def _rollback_quietly(self) -> None:
+        """Roll back; a failed COMMIT (disk full, I/O error) may have ended the transaction
+        already, and a ROLLBACK that fails too leaves SQLite to roll back on its own."""
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass
