@@ -12,6 +12,7 @@ and recording it sends that alert once more, with the same Message-ID.
 from __future__ import annotations
 
 import csv
+import email.policy
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from animalid.testing.harness import (
     require_tool,
     run_cli,
     running_server,
+    send_mx,
     submit,
     wait_for,
 )
@@ -239,3 +241,23 @@ def test_a_kill_between_sending_an_alert_and_recording_it_sends_it_once_more(mai
     assert len(rows) == 1
     ids = {parse_bytes(raw)["Message-ID"] for raw in alerts}
     assert len(ids) == 1, "the alert sent again carries the same Message-ID"
+
+
+def test_a_forged_camera_mail_raises_no_alert(mailhub, classifier, tmp_path):
+    """Camera mail is authenticated like any request (require_authentication, shipped on):
+    a tiger "from the camera" through the MX port, unauthenticated, is refused and kept.
+    The camera is not among allowed_senders: its own section is what the check covers."""
+    config = trail_config(mailhub, tmp_path, NORTH_RIDGE, allowed_senders=f"client1@{mailhub.domain}")
+    watcher = mailbox_of(mailhub, tmp_path, WATCHER)
+    now = time.time()
+    forgery = camera_mail(f"{CAMERA}@{mailhub.domain}", mailhub.server, "IMG", "tiger.jpg",
+                          animal("tiger.png", now), now)
+    send_mx(mailhub, forgery.as_bytes(policy=email.policy.SMTP), "stranger@evil.example")
+    [real] = send_frames(mailhub, [("empty.jpg", landscape(1, now + 10), now + 10)])
+    with running_server(config, classifier):
+        rows = wait_for(lambda: observations(tmp_path), timeout=90, what="the real frame observed")
+        wait_for(lambda: len(mailbox_messages(config, "server")) == 1, timeout=30,
+                 what="the forgery kept in the mailbox, the real frame gone")
+    assert [row.message_id for row in rows] == [real["Message-ID"]] and rows[0].empty
+    assert mailbox_messages(config, "server")[0].find(forgery["Message-ID"].encode()) >= 0
+    assert not mailbox_messages(watcher, "client"), "a forged camera mail raised an alert"
