@@ -625,8 +625,10 @@ class Server:
 
     def _triage_camera(self, job: Job, camera: CameraMatch, stats: PassStats) -> Verdict:
         """A trail camera's photo: no reply ever, no rate limit (cameras burst); observed."""
-        if job.incoming.protection_problem:
-            self._refuse_unprotected(job)
+        if job.incoming.protection_problem:  # refused without a notice: a camera cannot read
+            reason = f"security check failed: {job.incoming.protection_problem}"
+            self._log(job, "refused", reason)
+            self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
             stats.refused += 1
             return Verdict.KEEP
         if job.attempts > self.settings.max_attempts:

@@ -77,7 +77,7 @@ class TrailKeeper:
         fallback = incoming.date if incoming.date is not None else arrived
         observations: list[Observation] = []
         visits: dict[str, Visit] = {}  # by id: made or joined in this message
-        alerts: list[EmailMessage] = []
+        alerts: list[tuple[str, EmailMessage]] = []  # (visit id, alert)
         photos = [image.data if image.refusal is None else b"" for image in incoming.images]
         pairs = list(zip(photos, answers)) or [(b"", {"file": "(message)", "error": incoming.no_image})]
         for position, (data, answer) in enumerate(pairs):
@@ -93,9 +93,9 @@ class TrailKeeper:
                                   alert.probability, thumbnail_b64(data) if data else "", not quiet, now)
                     if not quiet and rules.notify:
                         headline = alert.headline(camera.name)
-                        alerts.append(build_alert(self.address, self.display_name, rules.notify, headline,
-                                                  camera.name, taken, answer,
-                                                  annotated(data, headline) if data else None, visit.id))
+                        alerts.append((visit.id, build_alert(
+                            self.address, self.display_name, rules.notify, headline, camera.name, taken, answer,
+                            annotated(data, headline) if data else None, visit.id)))
                 else:
                     better = alert.probability > visit.best_probability
                     visit = replace(visit, frames=visit.frames + 1, first_taken=min(visit.first_taken, taken),
@@ -113,13 +113,14 @@ class TrailKeeper:
                 str(answer.get("common_name", "")) if not empty else "", str(answer.get("rank", "none")),
                 float(answer.get("probability") or 0.0), lead, lead_probability,
                 alert.taxon if alert is not None else "", visit_id))
-        for message in alerts:  # SEND ...
+        for visit_id, message in alerts:  # SEND ...
             try:
                 self.send(message)
                 self.alerts_sent += 1
                 log.info("alert sent to %s: %s", message["To"], message["Subject"])
-            except MessageRejected as exc:
+            except MessageRejected as exc:  # refused for good: the digest still shows the visit
                 log.warning("the alert %r was refused: %s", message["Subject"], exc)
+                visits[visit_id] = replace(visits[visit_id], alerted=False)
         animals = sum(1 for observation in observations if not observation.empty)
         reason = (f"camera {camera.name}: {len(observations)} photo(s), {animals} with an animal, "
                   f"{len(alerts)} alert(s)")
