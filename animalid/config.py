@@ -172,6 +172,38 @@ DEFAULTS: dict[str, dict[str, str]] = {
     },
 }
 
+# Sections the file may hold any number of, "[<prefix> NAME]", each with these keys
+# and defaults (docs/trail-cameras.md). They are not in config.ini as shipped.
+SECTION_TEMPLATES: dict[str, dict[str, str]] = {
+    "trail-camera": {
+        "from": "",  # the camera's address, or *@vendor.example
+        "subject_pattern": "",  # a regular expression; its named group picks the camera's name
+        "name": "",  # shown in alerts; empty: the section's NAME
+        "notify": "",  # addresses that get alerts and the digest
+        "alert_on": "",  # taxa at any rank, e.g. Ursidae, Canis lupus, Felidae
+        "min_probability": "0.5",  # overall, and/or per taxon: 0.6, Ursidae=0.4
+        "cooldown": "30m",
+        "quiet_hours": "",  # e.g. 22:00-06:00
+        "digest": "",  # e.g. daily 07:00
+        "silent_after": "24h",
+    },
+}
+
+
+def template_of(section: str) -> str | None:
+    """The SECTION_TEMPLATES prefix of a section name ("trail-camera North ridge"), or None."""
+    prefix, space, name = section.partition(" ")
+    return prefix if space and name.strip() and prefix in SECTION_TEMPLATES else None
+
+
+def known_keys(section: str) -> dict[str, str] | None:
+    """The keys (with defaults) a section may hold: DEFAULTS, or its template's."""
+    if section in DEFAULTS:
+        return DEFAULTS[section]
+    template = template_of(section)
+    return SECTION_TEMPLATES[template] if template else None
+
+
 _MISSING = object()
 # ${section:key}: a reference to another setting's value (one level, no nesting).
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_]+):([A-Za-z0-9_]+)\}")
@@ -214,6 +246,10 @@ class Config:
         """Whether the file itself has the section (defaults aside)."""
         return self.parser.has_section(name)
 
+    def sections_of(self, template: str) -> list[str]:
+        """The file's sections "[<template> NAME]", in the file's order."""
+        return [name for name in self.parser.sections() if template_of(name) == template]
+
     def section(self, name: str) -> "Section":
         if name not in DEFAULTS and not self.parser.has_section(name):
             raise ConfigError(f"{self.path}: section [{name}] is missing")
@@ -222,15 +258,17 @@ class Config:
     def check_known_keys(self) -> None:
         """A ConfigError for the first section or key the defaults table does not know."""
         for name in self.parser.sections():
-            if name not in DEFAULTS:
-                raise ConfigError(f"{self.path}: unknown section [{name}]{_nearest(name, DEFAULTS)}")
+            known = known_keys(name)
+            if known is None:
+                hint = _nearest(name, [*DEFAULTS, *(f"{t} NAME" for t in SECTION_TEMPLATES)])
+                raise ConfigError(f"{self.path}: unknown section [{name}]{hint}")
             for key in self.parser.options(name):
-                if f"{key}_env" in DEFAULTS[name]:  # e.g. "password = hunter2"
+                if f"{key}_env" in known:  # e.g. "password = hunter2"
                     raise ConfigError(f"{self.path}: [{name}] {key}: secrets never go in this file; "
                                       f"name where it comes from with {key}_env or {key}_command")
-                if key not in DEFAULTS[name]:
+                if key not in known:
                     raise ConfigError(f"{self.path}: [{name}] {key}: unknown setting"
-                                      f"{_nearest(key, DEFAULTS[name])}")
+                                      f"{_nearest(key, known)}")
 
 
 def _nearest(word: str, known) -> str:
@@ -258,7 +296,7 @@ class Section:
         """The value as written (file or table), references left as they are."""
         if self.config.parser.has_option(self.name, key):
             return self.config.parser.get(self.name, key).strip()
-        return DEFAULTS.get(self.name, {}).get(key, "")
+        return (known_keys(self.name) or {}).get(key, "")
 
     def expand(self, key: str, value: str) -> str:
         """``value`` (of ``key``) with each ``${section:key}`` replaced by that setting's value."""

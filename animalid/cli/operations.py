@@ -10,7 +10,9 @@ records its address in the ledger for ``server.py --status``.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 from animalid import __version__
 from animalid.config import DEFAULTS, Config
@@ -50,8 +52,18 @@ def start_operations(server: Server, web: WebSettings, model: str = "", backend:
         finally:
             ledger.close()
 
+    observations: Callable[[], dict[str, Any]] | None = None
+    if server.settings.trail.active:
+        from animalid.server.trail.view import observations_view
+
+        trail = server.settings.trail
+
+        def observations() -> dict[str, Any]:
+            return observations_view(ledger, trail, time.time())
+
     operations = Operations(web, ledger, ledger, local, Metrics(__version__, model, backend), checks,
-                            prune_history=ledger.prune, pages=ledger.pages, on_close=forget_page)
+                            prune_history=ledger.prune, pages=ledger.pages, on_close=forget_page,
+                            observations=observations)
     server.watch(operations)
     operations.start()
     try:

@@ -13,8 +13,8 @@ import signal
 import sys
 
 from animalid.cli.runner import run_command, setup_logging
-from animalid.config import DEFAULT_CONFIG, load_config
-from animalid.errors import ExitStatus
+from animalid.config import DEFAULT_CONFIG, Config, load_config
+from animalid.errors import ExitStatus, PermanentError
 
 PROG = "server.py"
 
@@ -66,12 +66,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("auto", "onnx", "torch"),
                         help="override [classifier] backend: onnx (ONNX Runtime on the CPU), "
                              "torch (PyTorch) or auto (onnx when exported, torch on a GPU)")
+    parser.add_argument("--export", metavar="FILE",
+                        help="write the trail cameras' observations (one row per photo) to FILE "
+                             "('-' for standard output), then exit (docs/trail-cameras.md)")
+    parser.add_argument("--since", metavar="AGE", default="",
+                        help="with --export: only photos taken in the last AGE, e.g. 7d, 12h, 30m "
+                             "(default: all)")
+    parser.add_argument("--format", choices=("csv", "json"), default=None,
+                        help="with --export: csv or json (default: from FILE's ending, else csv)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (debug level)")
     return parser
 
 
+def export_observations(config: Config, target: str, start: float, fmt: str | None) -> int:
+    """--export: the ledger's observations taken since ``start`` as CSV or JSON."""
+    from animalid.cli import settings as edge
+    from animalid.server.ledger import open_ledger
+    from animalid.server.trail.export import export_text
+
+    fmt = fmt or ("json" if target.lower().endswith(".json") else "csv")
+    where = edge.ledger_settings(config)
+    if not where.url and not where.state_file.exists():
+        raise PermanentError(f"{where.state_file}: no ledger there yet ([server] state_file): the server "
+                             "has recorded no observation with this config")
+    with open_ledger(where) as ledger:
+        rows = ledger.observations(start, by_taken=True)
+    text = export_text(rows, fmt)
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            with open(target, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise PermanentError(f"--export {target}: cannot write: {exc.strerror or exc}") from None
+        print(f"{len(rows)} observation(s) written to {target} ({fmt})", file=sys.stderr)
+    return ExitStatus.OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    since = 0.0
+    if (args.since or args.format) and not args.export:
+        parser.error("--since and --format go with --export FILE")
+    if args.since:
+        import time
+
+        from animalid.server.trail.settings import parse_duration
+
+        try:
+            since = time.time() - parse_duration(args.since)
+        except ValueError as exc:
+            parser.error(f"--since: {exc}")
     setup_logging(args.verbose)
     server = None
 
@@ -86,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         from animalid.cli import settings as edge
 
         config = load_config(args.config)
+        if args.export:
+            return export_observations(config, args.export, since, args.format)
         if args.status:
             from animalid.server.status import status_report
 

@@ -41,6 +41,8 @@ from animalid.mail.transport import (
 )
 from animalid.server.ledger import POSTGRES_SCHEMES, LedgerSettings
 from animalid.server.settings import AllowedSenders, ServerSettings
+from animalid.server.trail import settings as trail_rules
+from animalid.server.trail.settings import CameraSettings, TrailSettings
 from animalid.web.settings import WebSettings
 
 if TYPE_CHECKING:  # the classifier's modules import numpy: not for the client's start-up
@@ -268,6 +270,7 @@ def server_settings(config: Config, receive: str | None = None) -> ServerSetting
         ledger=ledger_settings(config),
         require_authentication=section.get_bool("require_authentication"),
         authserv_ids=_authserv_ids(section),
+        trail=trail_settings(config),
     )
 
 
@@ -283,6 +286,79 @@ def _authserv_ids(section: Section) -> tuple[str, ...]:
                             "none (Outlook, Microsoft 365), *.messagingengine.com (Fastmail), "
                             "${hub:domain} (the local hub); or set require_authentication = no")
     return ids
+
+
+def trail_settings(config: Config) -> TrailSettings:
+    """Every [trail-camera NAME] section (docs/trail-cameras.md), checked key by key."""
+    names = config.sections_of("trail-camera")
+    if not names:
+        return TrailSettings()
+    taxa = _known_taxa(config)
+    return TrailSettings(tuple(_camera(config.section(name), taxa) for name in names))
+
+
+def _camera(section: Section, taxa: dict[str, str]) -> CameraSettings:
+    def parsed(key: str, parse: Any) -> Any:
+        try:
+            return parse(section.value(key))
+        except ValueError as exc:
+            raise section.error(key, str(exc)) from None
+
+    notify = section.get_list("notify", [])
+    for address in notify:
+        if not looks_like_address(address):
+            raise section.error("notify", f"{address!r} is not a mail address")
+    alert_on = tuple(_taxon(section, name, taxa) for name in section.get_list("alert_on", []))
+    overall, per_taxon = parsed("min_probability", trail_rules.parse_probability)
+    for taxon in per_taxon:
+        if taxon not in {name.lower() for name in alert_on}:
+            raise section.error("min_probability", f"{taxon!r} is not in alert_on "
+                                                   f"({', '.join(alert_on) or 'empty'})")
+    if alert_on and not notify:
+        raise section.error("notify", "missing: who gets the alerts for alert_on (add addresses)")
+    return CameraSettings(
+        section=section.name.partition(" ")[2].strip(),
+        senders=parsed("from", trail_rules.parse_senders),
+        subject_pattern=parsed("subject_pattern", trail_rules.parse_subject_pattern),
+        name=section.value("name") or section.name.partition(" ")[2].strip(),
+        notify=tuple(address.lower() for address in notify),
+        alert_on=alert_on, min_probability=overall, taxon_probability=per_taxon,
+        cooldown_s=parsed("cooldown", trail_rules.parse_duration),
+        quiet_hours=parsed("quiet_hours", trail_rules.parse_quiet_hours),
+        digest_minute=parsed("digest", trail_rules.parse_digest),
+        silent_after_s=parsed("silent_after", trail_rules.parse_duration))
+
+
+def _known_taxa(config: Config) -> dict[str, str]:
+    """Lower-case name -> the knowledge base's scientific name, for every taxon at every
+    rank and every look-alike group; common names map to their scientific name too."""
+    from animalid.recognition.knowledge import load_knowledge_base
+
+    kb = load_knowledge_base(_path(config.section("classifier"), "knowledge_base"))
+    names: dict[str, str] = {}
+    for entry in kb.entries.values():
+        for taxon in entry.taxonomy.values():
+            if taxon:
+                names.setdefault(taxon.lower(), taxon)
+    for group in kb.lookalike_groups:
+        names.setdefault(group.scientific_name.lower(), group.scientific_name)
+    common = {common.lower(): f"common:{scientific}" for scientific, common in kb.taxon_names.items()
+              if common and common.lower() not in names}
+    return {**common, **names}
+
+
+def _taxon(section: Section, name: str, taxa: dict[str, str]) -> str:
+    found = taxa.get(name.lower())
+    if found is not None and not found.startswith("common:"):
+        return found
+    if found is not None:
+        raise section.error("alert_on", f"{name!r} is a common name: write the knowledge base's "
+                                        f"scientific name, {found.partition(':')[2]}")
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), [k for k, v in taxa.items() if not v.startswith("common:")], n=1)
+    hint = f" (did you mean {taxa[close[0]]}?)" if close else ""
+    raise section.error("alert_on", f"{name!r} is no taxon of the knowledge base{hint}")
 
 
 def _claims_folder(config: Config) -> str:

@@ -136,6 +136,7 @@ class Incoming:
     bounced_ids: list[str] = field(default_factory=list)
     bounce_detail: str = ""
     no_image: str = "no image found in the message"  # why there is nothing to identify, when so
+    date: float | None = None  # the Date header (RFC 5322 section 3.6.1) as Unix seconds, when readable
 
     @property
     def is_request(self) -> bool:
@@ -379,7 +380,22 @@ def _incoming_from(message: Message, own_addresses: Sequence[str]) -> Incoming:
         header_fields=tuple((str(name), str(value)) for name, value in message.raw_items()),
     )
     incoming.kind, incoming.reason = message_kind(message, sender, own_addresses, sender_problem)
+    incoming.date = header_date(read_header(message, "Date"))
     return incoming
+
+
+def header_date(value: str) -> float | None:
+    """An RFC 5322 date-time (section 3.3) as Unix seconds; None when missing or unreadable."""
+    try:
+        when = email.utils.parsedate_to_datetime(value) if value.strip() else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    try:
+        return when.timestamp()  # a date without a zone is taken as local time
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _with_problem(incoming: Incoming, problem: str, protection: Protection | None) -> Incoming:

@@ -28,6 +28,7 @@ from animalid.server.ledger import REPLY_MARK, Ledger
 from animalid.server.observer import NoObserver, Observer
 from animalid.server.pipeline import SendingStage
 from animalid.server.settings import ServerSettings
+from animalid.server.trail.keeper import TrailKeeper
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Answerer:
         self.ledger: Ledger | None = None  # set by the server once it has opened one
         self.claims: Claims | None = None  # set when the server shares its mailbox
         self.observer: Observer = NoObserver()
+        self.trail: TrailKeeper | None = None  # set by the server when it watches trail cameras
         self.classify_seconds = 0.0  # total time inside classify(), for benchmarks
         self.answer_seconds = 0.0  # total time building, sending and recording replies
         self.handled = 0
@@ -199,6 +201,10 @@ class Answerer:
                 continue
             if self.claims is not None and not self.claims.still_ours(job.ref):
                 continue  # our lease ran out and another worker has it: do not send
+            if job.camera is not None:
+                self._observe(job, stats)
+                answered.append(job.ref)
+                continue
             incoming = job.incoming
             note = "\n".join(incoming.problems)
             answers = job.answers or error_answers(incoming, incoming.problems[0] if incoming.problems
@@ -237,6 +243,17 @@ class Answerer:
             self._log(job, action, reason)
             answered.append(job.ref)
         return answered
+
+    def _observe(self, job: Job, stats: PassStats) -> None:
+        """A trail camera's message: never answered; observed, alerted, recorded (trail/keeper.py)."""
+        assert self.trail is not None and job.camera is not None, "camera jobs come from the keeper's match"
+        incoming = job.incoming
+        answers = job.answers or []
+        record = answered_record(job, "observed")
+        reason = self.trail.observe(job.camera, incoming, answers, job.arrived, record, job.ref.key)
+        stats.answered += 1
+        self.handled += 1
+        self._log(job, "observed", reason)
 
     def send(self, message: EmailMessage) -> None:
         """Hand one reply to the SMTP server, retrying transient trouble a few times."""

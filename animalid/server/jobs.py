@@ -9,6 +9,7 @@ from typing import Any
 
 from animalid.mail.mailbox import MailRef
 from animalid.mail.messages import Incoming
+from animalid.server.trail.rules import CameraMatch
 
 
 class Verdict(enum.Enum):
@@ -32,6 +33,7 @@ class Job:
     failed: bool = False  # the classifier failed on it: no reply this pass
     started: float = field(default_factory=time.monotonic)
     arrived: float = field(default_factory=time.time)  # when this worker first saw it in the mailbox
+    camera: CameraMatch | None = None  # a trail camera's photo: observed, never answered
 
     def photos(self) -> list[bytes]:
         """Each image's bytes, b"" for one refused before classifying (one per answer)."""

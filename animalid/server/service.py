@@ -64,6 +64,8 @@ from animalid.server.jobs import Job, PassStats, Verdict
 from animalid.server.ledger import ANSWERED, IGNORED, REFUSED, SET_ASIDE, Ledger, open_ledger
 from animalid.server.observer import NoObserver, Observer
 from animalid.server.settings import ServerSettings
+from animalid.server.trail.keeper import TrailKeeper
+from animalid.server.trail.rules import CameraMatch
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ RATE_WINDOW_S = 3600.0
 RATE_RECHECK_S = 30.0  # a request over its sender's rate limit is looked at again this often
 PRUNE_EVERY_S = 3600.0  # the ledger forgets old records this often, not only at start-up
 # The action words of the log lines, as the history's and the metrics' outcomes.
-ACTION_OUTCOMES = {"answered": ANSWERED, "answered with errors": ANSWERED, "refused": REFUSED,
+ACTION_OUTCOMES = {"answered": ANSWERED, "observed": ANSWERED, "answered with errors": ANSWERED, "refused": REFUSED,
                    "ignored": IGNORED, "set-aside": SET_ASIDE}
 # Per pass: bounded memory, and answers start flowing during a long burst.
 MAX_MESSAGES_PER_PASS = 64
@@ -128,6 +130,10 @@ class Server:
         self.mailbox = mailbox
         self.sender = sender
         self.answerer = Answerer(settings, classifier, sender, self._set_aside, self._log)
+        # Trail cameras (trail/): their mail is observed, never answered; alerts and digests.
+        self.trail = TrailKeeper(settings.trail, settings.address, settings.display_name, self.answerer.send)
+        if self.trail.active:
+            self.answerer.trail = self.trail
         self.ledger: Ledger | None = None
         self._lock = MailboxLock(self.settings.state_file)
         self.worker = new_worker_id()
@@ -181,6 +187,7 @@ class Server:
             self.ledger = open_ledger(self.settings.ledger_settings)
             self._ledger.worker = self.worker
             self.answerer.ledger = self.ledger
+            self.trail.ledger = self.ledger
             self._prune()
             # A wrong password or an unreachable server shows now, in seconds,
             # not after the model has loaded.
@@ -236,6 +243,7 @@ class Server:
         if self.ledger is not None:
             self._ledger.close()
             self.ledger = None
+            self.trail.ledger = None
         self._lock.release()
 
     def __enter__(self) -> "Server":
@@ -328,6 +336,7 @@ class Server:
         ``soon`` the claims we still hold are worth another look."""
         deadline = time.monotonic() + (RETRY_HELD_S if soon else float("inf"))
         while not self.stop_event.is_set():
+            self._tick_trail()
             if self.claims is not None:
                 deadline = min(deadline, time.monotonic() + self.claims.seconds_to_beat())
             remaining = deadline - time.monotonic()
@@ -336,11 +345,21 @@ class Server:
             if self.mailbox.wait(min(WAIT_SLICE_S, remaining)):
                 return
 
+    def _tick_trail(self) -> None:
+        """Digests that are due go out (trail/keeper.py); a failure to send waits for the next tick."""
+        if not self.trail.active:
+            return
+        try:
+            self.trail.tick()
+        except TransientError as exc:
+            log.warning("the trail-camera digest could not be sent yet: %s", exc)
+
     # -- one pass -----------------------------------------------------------
 
     def handle_waiting(self) -> PassStats:
         """Handle everything in the mailbox now; returns what was done."""
         stats = PassStats()
+        self._tick_trail()
         try:
             if self.claims is not None:
                 self._handle_claimed(stats)
@@ -569,6 +588,9 @@ class Server:
             reason = f"already {earlier.state.replace('_', ' ')} as {earlier.key}"
             self._finish(earlier.state, job, reason)
             return Verdict.REMOVE if earlier.state == ANSWERED else Verdict.KEEP
+        camera = self.trail.match(incoming) if incoming.is_request else None
+        if camera is not None:
+            return self._triage_camera(job, camera, stats)
         if not incoming.is_request:
             if incoming.bounced_ids:
                 self._note_bounce(job)
@@ -601,6 +623,21 @@ class Server:
             return Verdict.KEEP
         return Verdict.WORK
 
+    def _triage_camera(self, job: Job, camera: CameraMatch, stats: PassStats) -> Verdict:
+        """A trail camera's photo: no reply ever, no rate limit (cameras burst); observed."""
+        if job.incoming.protection_problem:  # refused without a notice: a camera cannot read
+            reason = f"security check failed: {job.incoming.protection_problem}"
+            self._log(job, "refused", reason)
+            self._ledger.mark_refused(job.ref.key, job.incoming.message_id, job.incoming.sender, reason)
+            stats.refused += 1
+            return Verdict.KEEP
+        if job.attempts > self.settings.max_attempts:
+            self._set_aside(job, f"failed {job.attempts - 1} times", tell_sender=False)
+            stats.set_aside += 1
+            return Verdict.SET_ASIDE
+        job.camera = camera
+        return Verdict.WORK
+
     def _note_bounce(self, job: Job) -> None:
         """A delivery report about one of our replies: recorded against its request."""
         for reply_id in job.incoming.bounced_ids:
@@ -610,10 +647,11 @@ class Server:
                          record.sender or "(no sender)", job.incoming.bounce_detail)
 
     def _unauthenticated(self, incoming: Incoming) -> str:
-        """Why a request from an allowed sender is not believed, or "" (authresults.py)."""
+        """Why a request from an allowed sender or a trail camera is not believed, or ""
+        (authresults.py): a forged camera mail would raise false alerts."""
         settings = self.settings
         if not (settings.require_authentication and incoming.is_request
-                and settings.allowed.allows(incoming.sender)):
+                and (settings.allowed.allows(incoming.sender) or self.trail.match(incoming) is not None)):
             return ""
         verdict = check_sender(incoming.header_fields, incoming.sender, settings.authserv_ids)
         return "" if verdict.trusted else f"sender not authenticated: {verdict.reason}"

@@ -13,6 +13,7 @@ from typing import Iterable
 from animalid.mail.messages import Limits
 from animalid.mail.protection import Protection
 from animalid.server.ledger import LedgerSettings
+from animalid.server.trail.settings import TrailSettings
 
 
 class AllowedSenders:
@@ -54,6 +55,7 @@ class ServerSettings:
     # for it (mail/authresults.py); authserv_ids names whose header counts.
     require_authentication: bool = False
     authserv_ids: tuple[str, ...] = ()
+    trail: TrailSettings = field(default_factory=TrailSettings)  # [trail-camera NAME] sections
 
     @property
     def ledger_settings(self) -> LedgerSettings:

@@ -101,10 +101,12 @@ class WebApp:
 
     def __init__(self, history: HistorySource, metrics: Metrics, hub: EventHub, access: Access,
                  overview: Callable[[], dict[str, Any]], checks: Sequence[Check] = (),
-                 thumbnails: ThumbnailStore | None = None, clock: Callable[[], float] = time.time):
+                 thumbnails: ThumbnailStore | None = None, clock: Callable[[], float] = time.time,
+                 observations: Callable[[], dict[str, Any]] | None = None):
         self.history, self.metrics, self.hub, self.access = history, metrics, hub, access
         self.overview, self.checks, self.thumbnails = overview, list(checks), thumbnails
         self._clock = clock
+        self.observations = observations  # trail cameras (web/observations.py); None: none configured
         self._routes: dict[str, Callable[[Request], Response]] = {
             "/": self._page,
             "/favicon.ico": lambda request: self._static("favicon.svg"),
@@ -112,6 +114,8 @@ class WebApp:
             "/api/requests": self._requests,
             "/api/overview": lambda request: Response.json(self.overview()),
             "/api/charts": self._charts,
+            "/api/observations": self._observations_json,
+            "/observations": self._observations_page,
             "/metrics": self._metrics,
             "/livez": lambda request: Response.text(200, "ok\n"),
             "/readyz": self._readyz,
@@ -192,6 +196,18 @@ class WebApp:
         page = self.history.request_page(history_query(params))
         return Response.json({"rows": [self.render(row) for row in page.rows], "total": page.total,
                               "more": page.more, "before": page.cursor})
+
+    def _observations_json(self, request: Request) -> Response:
+        return Response.json(self.observations() if self.observations else {"cameras": []})
+
+    def _observations_page(self, request: Request) -> Response:
+        from animalid.web.observations import render_observations
+
+        data = self.observations() if self.observations else {"cameras": []}
+        return Response(200, "text/html; charset=utf-8", render_observations(data).encode("utf-8"),
+                        [("Cache-Control", "no-store"),
+                         # The visits' thumbnails are data: URIs (the ledger keeps them, not the disk).
+                         ("Content-Security-Policy", "default-src 'none'; img-src data:; frame-ancestors 'none'")])
 
     def _charts(self, request: Request) -> Response:
         name = (request.params.get("window") or ["hour"])[0]

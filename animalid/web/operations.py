@@ -39,7 +39,8 @@ class Operations:
                  local: LocalState, metrics: Metrics, checks: Sequence[Check] = (),
                  prune_history: Callable[[], object] | None = None,
                  pages: Callable[[], dict[str, str]] | None = None,
-                 on_close: Callable[[], object] | None = None):
+                 on_close: Callable[[], object] | None = None,
+                 observations: Callable[[], dict[str, Any]] | None = None):
         self.settings = settings
         self.metrics = metrics
         self.history = history
@@ -51,7 +52,7 @@ class Operations:
         self._pages = pages or (lambda: {})
         self._overview = lambda: overview(local, workers, history, self.errors, self._pages())
         self.app = WebApp(history, metrics, self.hub, Access(settings.token), self._overview, checks,
-                          self.thumbnails)
+                          self.thumbnails, observations=observations)
         self.feed = LiveFeed(history, self.hub, self.app.render, self._overview)
         self._prune_history = prune_history
         self._on_close = on_close

@@ -21,6 +21,7 @@ from tests.unit.test_ledger import (  # noqa: F401 - imported to be collected he
     test_each_key_is_claimed_by_exactly_one_of_several_processes,
     test_each_message_id_is_reserved_by_exactly_one_of_several_processes,
     test_expired_claims_go_to_one_taker_and_noticed_ones_wait_for_their_name,
+    test_observations_visits_and_digest_marks_round_trip,
 )
 
 
@@ -29,7 +30,8 @@ def spec(postgres):
     """How to open the session's PostgreSQL ledger, emptied first: ``(backend, url, password)``."""
     spec = ("postgresql", postgres.url, postgres.password())
     with opened(spec) as ledger:  # the session shares one database: start empty
-        for table in ("messages", "events", "claims", "inflight", "workers"):
+        for table in ("messages", "events", "claims", "inflight", "workers", "observations", "visits",
+                      "trail_marks"):
             ledger._count(f"DELETE FROM {table}")
     return spec
 

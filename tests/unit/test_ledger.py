@@ -215,3 +215,31 @@ def test_workers_opening_a_new_ledger_together_all_get_it(tmp_path):
         for thread in threads:
             thread.join(60)
     assert failures == []
+
+
+def test_observations_visits_and_digest_marks_round_trip(spec):
+    """Trail cameras (ledger/trail.py): a repeated observation is kept once, a visit is
+    found by camera, taxon and time, and a digest mark survives reopening."""
+    from animalid.server.ledger.trail import Observation, Visit
+
+    def observation(position: int, taxon: str, visit: str) -> Observation:
+        return Observation("<m1@cam>", position, "ridge", "North ridge", f"f{position}.jpg", 1000.0 + position,
+                           2000.0, 3000.0, taxon, "bear" if taxon else "", "family" if taxon else "none",
+                           80.0 if taxon else 90.0, "Bear (Ursidae)" if taxon else "", 80.0, "Ursidae" if taxon else "",
+                           visit)
+
+    visit = Visit("ridge|Ursidae|1000", "ridge", "North ridge", "Ursidae", "Bear (Ursidae)", 1000.0, 1001.0, 2,
+                  80.0, "", True, 3000.0)
+    with opened(spec) as ledger:
+        rows = [observation(0, "Ursidae", visit.id), observation(1, "", "")]
+        ledger.save_observations(rows, [visit])
+        ledger.save_observations(rows, [visit])  # the same message handled again after a crash
+        assert ledger.observations() == rows
+        assert ledger.latest_visit("ridge", "Ursidae", 900.0) == visit
+        assert ledger.latest_visit("ridge", "Ursidae", 1500.0) is None
+        assert ledger.last_arrivals() == {"ridge": 2000.0}
+        assert ledger.mark("digest 07:00") is None
+        ledger.set_mark("digest 07:00", 1234.5)
+    with opened(spec) as ledger:
+        assert ledger.mark("digest 07:00") == 1234.5
+        assert [o.position for o in ledger.observations(1000.0, by_taken=True)] == [0, 1]

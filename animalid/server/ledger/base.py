@@ -53,6 +53,7 @@ from typing import Any, Callable
 
 from animalid.history import RequestRecord
 from animalid.server.ledger.history import HISTORY_SCHEMA, UPSERT_REQUEST, RequestHistory, request_params
+from animalid.server.ledger.trail import TRAIL_SCHEMA, Observation, TrailRecords, Visit
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ CREATE TABLE IF NOT EXISTS workers (
     started {real} NOT NULL,
     seen {real} NOT NULL
 );
-""" + HISTORY_SCHEMA
+""" + HISTORY_SCHEMA + ";\n" + TRAIL_SCHEMA
 # Added after the first release: who finished a message (server.py --status,
 # per-worker counts). Old files get the column on open.
 WORKER_COLUMN = "worker TEXT NOT NULL DEFAULT ''"
@@ -184,7 +185,7 @@ class Outcome:
     worker: str
 
 
-class Ledger(RequestHistory, ABC):
+class Ledger(RequestHistory, TrailRecords, ABC):
     """The interface and the shared SQL; the backends supply connections and transactions.
 
     ``worker`` names the process writing (set by the server): it goes with
@@ -354,6 +355,14 @@ class Ledger(RequestHistory, ABC):
         """A request the server will not serve: sender not allowed, over its rate, or
         failing the [security] check."""
         self._finish(key, REFUSED, message_id, sender, reason, record)
+
+    def mark_observed(self, key: str, message_id: str, sender: str, reason: str, record: RequestRecord,
+                      observations: list[Observation], visits: list[Visit]) -> None:
+        """A trail camera's message is done: its observations, the visits they made or
+        joined and its final state (answered: nothing waits) in one transaction."""
+        with self._transaction():
+            self.save_observations(observations, visits)
+            self._finish(key, ANSWERED, message_id, sender, reason, record)
 
     def _finish(self, key: str, state: str, message_id: str, sender: str, reason: str,
                 record: RequestRecord | None = None) -> None:

@@ -35,7 +35,7 @@ class PostgresLedger(Ledger):
 
     def _schema_ready(self) -> bool:
         row = self._one("SELECT to_regclass('workers') IS NOT NULL AND to_regclass('requests') IS NOT NULL "
-                        "AND to_regclass('pages') IS NOT NULL AND EXISTS (SELECT 1 FROM "
+                        "AND to_regclass('pages') IS NOT NULL AND to_regclass('trail_marks') IS NOT NULL AND EXISTS (SELECT 1 FROM "
                         "information_schema.columns WHERE table_schema = current_schema() "
                         "AND table_name = 'messages' AND column_name = 'worker')")
         return bool(row and row[0])

@@ -16,6 +16,7 @@ from typing import Any
 from animalid.errors import TransientError
 from animalid.server.ledger.base import SCHEMA, WORKER_COLUMN, Clock, Ledger, Row
 from animalid.server.ledger.history import HISTORY_TABLES
+from animalid.server.ledger.trail import TRAIL_TABLES
 
 # How long a writer waits for another process's write lock (SQLite busy_timeout).
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -65,7 +66,7 @@ class SqliteLedger(Ledger):
     def _schema_ready(self) -> bool:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
-        return {"messages", "events", "claims", "inflight", "workers", *HISTORY_TABLES} <= tables \
+        return {"messages", "events", "claims", "inflight", "workers", *HISTORY_TABLES, *TRAIL_TABLES} <= tables \
             and "worker" in columns
 
     def describe(self) -> str:
