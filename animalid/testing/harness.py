@@ -11,6 +11,7 @@ can be killed with SIGKILL and its memory measured), and mailboxes are read over
 from __future__ import annotations
 
 import configparser
+import logging
 import os
 import random
 import re
@@ -571,3 +572,33 @@ class Burst:
         assert not self.thread.is_alive(), "the burst did not finish sending"
         assert self.error is None, f"sending failed: {self.error!r}"
         assert len(self.sent) == self.count
+
+
+class LedgerStall(logging.Handler):
+    """Takes the ledger's write lock the moment the hub has stored a reply from the server.
+
+    The hub logs a delivery after Dovecot stored it and before it answers 250,
+    so the server's RECORD (one SQLite write) then waits on the lock: the
+    process is held inside the SEND-to-RECORD window, where the test kills it.
+    A stalled disk or a long fsync does the same in production. Used for replies
+    (tests/e2e/test_faults.py) and trail-camera alerts (test_trail_cameras.py).
+    """
+
+    def __init__(self, state_file: Path, server_address: str):
+        super().__init__()
+        self.state_file, self.marker = state_file, f"from=<{server_address}>"
+        self.locked = threading.Event()
+        self.db: sqlite3.Connection | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.locked.is_set() or self.marker not in record.getMessage():
+            return
+        db = sqlite3.connect(self.state_file, isolation_level=None, check_same_thread=False)
+        db.execute("BEGIN IMMEDIATE")
+        self.db = db
+        self.locked.set()
+
+    def unlock(self) -> None:  # not release(): logging.Handler has one of its own
+        if self.db is not None:
+            self.db.execute("ROLLBACK")
+            self.db.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from animalid.server.ledger import ANSWERED
 from animalid.testing.harness import (
     CLIENTS,
     Burst,
+    LedgerStall,
     ServerProcess,
     assert_answers,
     empty_mailbox,
@@ -179,36 +179,6 @@ def test_hub_restarts_and_4xx_replies_during_a_burst_lose_nothing(mailhub, tmp_p
 
 
 # -- the window itself -------------------------------------------------------------
-
-class LedgerStall(logging.Handler):
-    """Takes the ledger's write lock the moment the hub has stored a reply from the server.
-
-    The hub logs a delivery after Dovecot stored it and before it answers 250,
-    so the server's RECORD (one SQLite write) then waits on the lock: the
-    process is held inside the SEND-to-RECORD window, where the test kills it.
-    A stalled disk or a long fsync does the same in production.
-    """
-
-    def __init__(self, state_file: Path, server_address: str):
-        super().__init__()
-        self.state_file, self.marker = state_file, f"from=<{server_address}>"
-        self.locked = threading.Event()
-        self.db = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.locked.is_set() or self.marker not in record.getMessage():
-            return
-        import sqlite3
-
-        self.db = sqlite3.connect(self.state_file, isolation_level=None, check_same_thread=False)
-        self.db.execute("BEGIN IMMEDIATE")
-        self.locked.set()
-
-    def unlock(self) -> None:  # not release(): logging.Handler has one of its own
-        if self.db is not None:
-            self.db.execute("ROLLBACK")
-            self.db.close()
-
 
 def test_a_kill_between_send_and_record_is_the_one_duplicate(mailhub, tmp_path):
     configs = client_configs(mailhub, tmp_path, "pop3", retry_max_delay=2)

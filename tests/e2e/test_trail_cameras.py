@@ -25,6 +25,7 @@ from animalid.mail.messages import parse_bytes
 from animalid.server.ledger import SqliteLedger
 from animalid.testing.cameras import animal, camera_mail, landscape
 from animalid.testing.harness import (
+    LedgerStall,
     ServerProcess,
     empty_mailbox,
     hub_secret,
@@ -186,37 +187,11 @@ def test_a_second_camera_is_told_apart_by_its_subject_and_neomutt_reads_its_aler
     assert "at Vendor cam NR-1" in mbox and "at Vendor cam GATE-2" in mbox, mbox[:2000]
 
 
-class AlertStall(logging.Handler):
-    """Takes the ledger's write lock once the hub has stored the server's alert: the
-    server is then held between SEND and RECORD, where the test kills it (as
-    tests/e2e/test_faults.py does for replies)."""
-
-    def __init__(self, state_file: Path, server_address: str):
-        super().__init__()
-        self.state_file, self.marker = state_file, f"from=<{server_address}>"
-        self.locked = __import__("threading").Event()
-        self.db = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.locked.is_set() or self.marker not in record.getMessage():
-            return
-        import sqlite3
-
-        self.db = sqlite3.connect(self.state_file, isolation_level=None, check_same_thread=False)
-        self.db.execute("BEGIN IMMEDIATE")
-        self.locked.set()
-
-    def unlock(self) -> None:
-        if self.db is not None:
-            self.db.execute("ROLLBACK")
-            self.db.close()
-
-
 def test_a_kill_between_sending_an_alert_and_recording_it_sends_it_once_more(mailhub, tmp_path):
     config = trail_config(mailhub, tmp_path, NORTH_RIDGE, retry_max_delay=2)
     watcher = mailbox_of(mailhub, tmp_path, WATCHER)
     server = ServerProcess(config, tmp_path / "server.log").start()
-    stall = AlertStall(tmp_path / "server-state.sqlite", mailhub.server)
+    stall = LedgerStall(tmp_path / "server-state.sqlite", mailhub.server)
     hub_log = logging.getLogger("animalid.devhub")
     level = hub_log.level
     hub_log.setLevel(logging.INFO)

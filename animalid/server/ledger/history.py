@@ -94,9 +94,10 @@ def _record(row: tuple[Any, ...]) -> RequestRecord:
                          images=RequestRecord.images_from_json(images), origin=origin)
 
 
-class RequestHistory:
-    """The history half of the Ledger (a mixin: it uses the ledger's ``_rows``,
-    ``_count``, ``_transaction`` and ``_clock``)."""
+class LedgerSql:
+    """What a half of the Ledger (a mixin) uses of the ledger it is mixed into:
+    ``_rows``, ``_one``, ``_count``, ``_transaction`` and ``_clock``, which Ledger
+    and its backends supply. Declared once, for the type checker."""
 
     if TYPE_CHECKING:  # supplied by Ledger and its backends
         def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
@@ -104,6 +105,10 @@ class RequestHistory:
         def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int: ...
         def _transaction(self, lock: str | None = None) -> AbstractContextManager[None]: ...
         _clock: Callable[[], float]
+
+
+class RequestHistory(LedgerSql):
+    """The history half of the Ledger (a mixin on ``LedgerSql``)."""
 
     def record_request(self, record: RequestRecord) -> None:
         """Insert or update one request's row (durable when it returns)."""

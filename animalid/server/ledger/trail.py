@@ -10,9 +10,10 @@ the transaction that finishes the request.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
+
+from animalid.server.ledger.history import LedgerSql
 
 TRAIL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS observations (
@@ -120,15 +121,8 @@ def _observation(row: tuple[Any, ...]) -> Observation:
     return Observation(*values)
 
 
-class TrailRecords:
-    """The trail-camera half of the Ledger (a mixin, like RequestHistory)."""
-
-    if TYPE_CHECKING:  # supplied by Ledger and its backends
-        def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
-        def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any: ...
-        def _count(self, sql: str, params: tuple[Any, ...] = ()) -> int: ...
-        def _transaction(self, lock: str | None = None) -> AbstractContextManager[None]: ...
-        _clock: Callable[[], float]
+class TrailRecords(LedgerSql):
+    """The trail-camera half of the Ledger (a mixin on ``LedgerSql``, like RequestHistory)."""
 
     def latest_visit(self, camera: str, taxon: str, since_taken: float) -> Visit | None:
         """The most recent visit of ``camera`` and ``taxon`` last seen at or after ``since_taken``."""
